@@ -1,0 +1,61 @@
+"""Uniform embeddings: every row keeps the same width.
+
+At ``budget`` < 1 the width is round(budget * D) (>= 1), zero-padded to D: the simplest
+equal-memory baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
+from fiited.kernels import lookup
+from fiited.memory import MemoryReport, tensor_bytes
+from fiited.registry import register_method
+
+
+@dataclass
+class UniformConfig(MethodConfig):
+    name: str = "uniform"
+
+
+@register_method("uniform")
+class Uniform(EmbeddingMethod):
+    config_class = UniformConfig
+
+    def __init__(self, tables, dim, optim, config, seed=0):
+        super().__init__(tables, dim, optim, config, seed)
+        self.width = max(1, min(dim, round(config.budget * dim)))
+        total = int(self.num_rows.sum())
+        gen = torch.Generator().manual_seed(self.seed)
+        per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
+        self.register_buffer("pool", dlrm_init(total, self.width, per_row, gen))
+        self.register_buffer(
+            "opt_state", torch.full((total * optim.state_floats_per_row,),
+                                    float(optim.initial_accumulator)))
+
+    def embed(self, ids):
+        b, f = ids.shape
+        rows = self.global_rows(ids).reshape(-1, 1)
+        out = lookup(self.pool, self.opt_state, rows, self.optim)
+        if self.width < self.dim:
+            out = F.pad(out, (0, self.dim - self.width))
+        return out.view(b, f, self.dim)
+
+    def memory(self) -> MemoryReport:
+        uw, ut = self.uniform_reference()
+        per_row = self.width * 4 + self.optim.state_floats_per_row * 4
+        return MemoryReport(
+            weights=tensor_bytes(self.pool), optimizer=tensor_bytes(self.opt_state),
+            uniform_weights=uw, uniform_total=ut,
+            per_table={t.name: t.num_rows * per_row for t in self.tables})
+
+    def dims(self):
+        out = {}
+        for t in self.tables:
+            counts = torch.zeros(self.dim + 1, dtype=torch.int64)
+            counts[self.width] = t.num_rows
+            out[t.name] = counts
+        return out

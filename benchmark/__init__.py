@@ -1,0 +1,1 @@
+"""The harness: data, model, train/eval loop, metrics, memory, MLflow tracking, CLIs."""

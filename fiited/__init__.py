@@ -1,0 +1,20 @@
+"""fiited: one embedding interface, one kernel backend, one memory ledger.
+
+Methods register on import: ``fiited.method`` (FIITED) and ``baselines``. Both
+are imported lazily by ``fiited.registry`` (fiited must not import baselines at module level).
+"""
+from fiited.interface import EmbeddingMethod, MethodConfig, TableSpec
+from fiited.memory import MemoryReport
+from fiited.optim import SparseOptimConfig
+from fiited.registry import build_method, method_names, register_method
+
+__all__ = [
+    "EmbeddingMethod",
+    "MemoryReport",
+    "MethodConfig",
+    "SparseOptimConfig",
+    "TableSpec",
+    "build_method",
+    "method_names",
+    "register_method",
+]

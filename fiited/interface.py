@@ -1,0 +1,142 @@
+"""The common embedding interface every method implements (DESIGN.md section 2)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from fiited.memory import MemoryReport, uniform_bytes
+from fiited.optim import SparseOptimConfig
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One categorical feature's table; ``num_rows`` is the virtual vocabulary size."""
+
+    name: str
+    num_rows: int
+
+
+@dataclass
+class MethodConfig:
+    """Knobs every method shares. ``budget`` = fraction of uniform weight bytes it may hold."""
+
+    name: str = "uniform"
+    budget: float = 1.0
+
+
+class EmbeddingMethod(nn.Module):
+    """All categorical features of a model, table-batched: ids[B, F] -> embeddings[B, F, D].
+
+    Subclasses implement ``embed`` (ids already validated) and ``memory``; they hold their
+    weights in pools updated by the fused sparse optimizer (``fiited.kernels.lookup``), so the
+    dense optimizer never sees them.
+    """
+
+    config_class: type[MethodConfig] = MethodConfig
+
+    def __init__(self, tables: Sequence[TableSpec], dim: int, optim: SparseOptimConfig,
+                 config: MethodConfig, seed: int = 0) -> None:
+        super().__init__()
+        if not tables:
+            raise ValueError("an embedding method needs at least one table")
+        names = [t.name for t in tables]
+        if len(set(names)) != len(names):
+            raise ValueError(f"table names must be unique, got {names}")
+        for t in tables:
+            if t.num_rows < 1:
+                raise ValueError(f"table {t.name!r} has num_rows={t.num_rows}; it must be >= 1")
+        if dim < 1:
+            raise ValueError(f"embedding dim must be >= 1, got {dim}")
+        if not 0 < config.budget <= 1:
+            raise ValueError(f"method.budget must be in (0, 1], got {config.budget}")
+        self.tables = list(tables)
+        self.dim = int(dim)
+        self.optim = optim
+        self.config = config
+        self.seed = int(seed)
+        self.validate_ids = True
+        rows = torch.tensor([t.num_rows for t in tables], dtype=torch.int64)
+        self.register_buffer("num_rows", rows, persistent=False)
+        offsets = torch.zeros(len(tables), dtype=torch.int64)
+        offsets[1:] = torch.cumsum(rows, 0)[:-1]
+        self.register_buffer("table_offsets", offsets, persistent=False)
+
+    # ---- the interface -------------------------------------------------------------------
+    @property
+    def num_features(self) -> int:
+        return len(self.tables)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.validate_ids:
+            self.check_ids(ids)
+        out = self.embed(ids.long())
+        return out
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_step(self, step: int) -> dict[str, float]:
+        """After the optimizer step: bookkeeping and pruning events. Returns metrics to log."""
+        return {}
+
+    def on_train_end(self) -> dict[str, float]:
+        """Post-training methods act here (e.g. prune-after-training). Returns metrics to log."""
+        return {}
+
+    def memory(self) -> MemoryReport:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dims(self) -> dict[str, torch.Tensor]:
+        """Per table, counts of rows by kept width: ``counts[w]`` rows keep w of D dims."""
+        raise NotImplementedError
+
+    # ---- shared helpers ------------------------------------------------------------------
+    def check_ids(self, ids: torch.Tensor) -> None:
+        """Refuse bad ids with the table and position named, before anything reads memory."""
+        if not isinstance(ids, torch.Tensor):
+            raise ValueError(f"ids must be a torch.Tensor, got {type(ids).__name__}")
+        if ids.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"ids must be int32 or int64, got {ids.dtype}")
+        if ids.dim() != 2 or ids.shape[1] != self.num_features:
+            raise ValueError(
+                f"ids must be [batch, {self.num_features}] (one column per table), "
+                f"got shape {tuple(ids.shape)}")
+        if ids.numel() == 0:
+            return
+        bad = (ids < 0) | (ids >= self.num_rows.to(ids.device))
+        if bool(bad.any()):
+            b, f = (int(x) for x in bad.nonzero()[0])
+            t = self.tables[f]
+            raise ValueError(
+                f"id {int(ids[b, f])} out of range for table {t.name!r} (feature {f}, batch row "
+                f"{b}): valid ids are 0..{t.num_rows - 1}; {int(bad.sum())} bad ids in this batch")
+
+    def global_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Table-batched row numbers: ids[B, F] + offset of table f, as int64."""
+        return ids.long() + self.table_offsets.to(ids.device)
+
+    def uniform_reference(self) -> tuple[int, int]:
+        return uniform_bytes([t.num_rows for t in self.tables], self.dim,
+                             self.optim.state_floats_per_row)
+
+    def table_of_global_rows(self) -> torch.Tensor:
+        """Table index of every global row (O(rows); for events and reports, not hot paths)."""
+        return torch.repeat_interleave(torch.arange(self.num_features), self.num_rows.cpu())
+
+
+def dlrm_init(rows: int, width: int, table_rows: torch.Tensor | int,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """DLRM's init, U(-1/sqrt(n_f), 1/sqrt(n_f)) with n_f the table's vocabulary size.
+
+    ``table_rows`` may be a tensor [rows] (one bound per row, for pools shared by tables).
+    """
+    out = torch.rand(rows, width, generator=generator, dtype=torch.float32) * 2 - 1
+    if isinstance(table_rows, torch.Tensor):
+        bound = table_rows.double().clamp_min(1).rsqrt().float().unsqueeze(1)
+    else:
+        bound = 1.0 / math.sqrt(max(int(table_rows), 1))
+    return out * bound

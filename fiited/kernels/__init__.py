@@ -1,0 +1,54 @@
+"""The shared kernel backend: every method is gather + fused backward_update over a chunk pool.
+
+Dispatch: ``reference`` (pure torch, the spec) is always available; faster backends register
+themselves in ``_BACKENDS`` by device type. ``FIITED_KERNELS=reference`` or
+``set_backend("reference")`` forces the reference everywhere. Imports only torch (triton optional).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+from fiited.kernels import reference
+from fiited.kernels.lookup import lookup
+
+_FORCED: str | None = os.environ.get("FIITED_KERNELS") or None
+# device type -> (name, gather, backward_update); filled by optional backends below.
+_BACKENDS: dict[str, tuple[str, Callable, Callable]] = {}
+
+
+def set_backend(name: str | None) -> None:
+    """Force a backend by name ('reference') or go back to dispatch by device (None/'auto')."""
+    global _FORCED
+    _FORCED = None if name in (None, "auto") else name
+
+
+def backend_name(device: torch.device | str) -> str:
+    dev = torch.device(device).type
+    if _FORCED == "reference" or dev not in _BACKENDS:
+        return "reference"
+    return _BACKENDS[dev][0]
+
+
+def _impl(device: torch.device) -> tuple[Callable, Callable]:
+    if _FORCED == "reference" or device.type not in _BACKENDS:
+        return reference.gather, reference.backward_update
+    _, g, u = _BACKENDS[device.type]
+    return g, u
+
+
+def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return _impl(pool.device)[0](pool, rows)
+
+
+def backward_update(pool, state, rows, grad, opt):
+    return _impl(pool.device)[1](pool, state, rows, grad, opt)
+
+
+def register_backend(device_type: str, name: str, gather_fn: Callable, update_fn: Callable) -> None:
+    _BACKENDS[device_type] = (name, gather_fn, update_fn)
+
+
+__all__ = ["backend_name", "backward_update", "gather", "lookup", "register_backend", "set_backend"]

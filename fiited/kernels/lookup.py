@@ -1,0 +1,46 @@
+"""Autograd glue: the forward gathers, the backward runs the fused sparse update in place.
+
+No dense gradient of table size ever exists: the pool is a buffer, not a parameter; a
+zero-element anchor that requires grad makes autograd call our backward.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from fiited.optim import SparseOptimConfig
+
+
+class _Lookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, anchor, pool, state, rows, opt, sink):  # noqa: D401
+        from fiited import kernels
+
+        ctx.pool, ctx.state, ctx.opt, ctx.sink = pool, state, opt, sink
+        ctx.save_for_backward(rows)
+        return kernels.gather(pool, rows)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from fiited import kernels
+
+        (rows,) = ctx.saved_tensors
+        norms = kernels.backward_update(ctx.pool, ctx.state, rows, grad_out.contiguous(), ctx.opt)
+        if ctx.sink is not None:
+            ctx.sink(norms)
+        return None, None, None, None, None, None
+
+
+def lookup(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor, opt: SparseOptimConfig,
+           sink: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
+    """Gather ``rows`` from ``pool``; when grad is on, backward updates ``pool`` in place.
+
+    ``sink`` receives the per-occurrence chunk gradient norms [N, K] during backward.
+    """
+    from fiited import kernels
+
+    if not torch.is_grad_enabled():
+        return kernels.gather(pool, rows)
+    anchor = torch.empty(0, device=pool.device, requires_grad=True)
+    return _Lookup.apply(anchor, pool, state, rows, opt, sink)
