@@ -36,7 +36,7 @@ def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def chunk_norms(grad: torch.Tensor, k: int) -> torch.Tensor:
     """Per-occurrence L2 norm of each chunk's slice of the gradient: [N, K*C] -> [N, K]."""
     n = grad.shape[0]
-    return grad.reshape(n, k, -1).float().norm(dim=2)
+    return grad.reshape(n, k, grad.shape[1] // max(k, 1)).float().norm(dim=2)
 
 
 def coalesce(rows: torch.Tensor, grad: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` and `make test`. Both create or reuse .venv.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch is pinned explicitly: on these machines torch==2.13.0 is a local CPU wheel, any other
+# torch request pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install demo test test-fast ui bench bench-peers gpu-check clean-outputs
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]' $(TORCH)
+	# MovieLens-100K ships inside this wheel; the tests read it from site-packages, never from git.
+	$(BIN)/pip install -q --no-deps recbole==1.2.1
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/fiited-bench -m experiment=demo
+	$(BIN)/fiited-report --experiment demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+ui: install
+	$(BIN)/python -m reports.ui
+
+bench: install
+	$(BIN)/fiited-kernels --json bench-kernels.json
+
+bench-peers: install
+	$(BIN)/pip install -q fbgemm-gpu-cpu==1.8.0 $(TORCH)
+	$(BIN)/pip install -q --no-deps torchrec==1.8.0
+	$(BIN)/fiited-kernels --json bench-kernels.json
+
+gpu-check:
+	python3 scripts/gpu_check.py --out gpu_check.md
+
+clean-outputs:
+	rm -rf outputs multirun reports/out

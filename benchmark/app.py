@@ -1,0 +1,105 @@
+"""`fiited-bench`: the Hydra app. One job = one training run logged to MLflow.
+
+    fiited-bench method=fiited method.budget=0.25
+    fiited-bench -m experiment=compare            # a ready sweep from conf/experiment/
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.config import register_configs
+
+log = logging.getLogger(__name__)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+register_configs()
+
+
+def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
+    """Validate, track and train one config; the MLflow run is FAILED if anything raises."""
+    import torch
+
+    from benchmark.tracking import Tracker, flatten, git_commit, resolve_uri
+    from benchmark.train import Trainer
+    from fiited.registry import make_config
+
+    make_config(OmegaConf.to_container(cfg.method, resolve=True))  # typos fail before any work
+    tc = cfg.tracking
+    uri = resolve_uri(tc.uri, launch_dir)
+    artifact_root = tc.artifact_root
+    if artifact_root and "://" not in artifact_root:
+        artifact_root = (launch_dir / artifact_root).resolve().as_uri()
+    tracker = Tracker(uri, tc.experiment, tc.run_name or _default_run_name(cfg),
+                      enabled=bool(tc.enabled), artifact_root=artifact_root,
+                      flush_every=int(tc.flush_every))
+    try:
+        trainer = Trainer(cfg, run_dir, launch_dir, tracker=tracker)
+        m = trainer.data.manifest
+        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        tracker.set_tags({
+            "method": cfg.method.name, "budget": cfg.method.get("budget", 1.0),
+            "seed": cfg.seed, "dataset": m.name, "dataset_fingerprint": m.fingerprint,
+            "git_commit": git_commit(REPO_DIR), "torch_version": torch.__version__,
+            "device": str(trainer.device), "experiment": tc.experiment,
+            "kernel_backend": _backend(trainer.device), "run_dir": str(run_dir),
+        })
+        summary = trainer.fit()
+    except BaseException:
+        tracker.finish("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
+    tracker.finish("FINISHED")
+    summary["mlflow_run_id"] = tracker.run_id
+    return summary
+
+
+def _backend(device) -> str:
+    from fiited.kernels import backend_name
+
+    return backend_name(device)
+
+
+def _default_run_name(cfg: DictConfig) -> str:
+    parts = [str(cfg.method.name), f"b{cfg.method.get('budget', 1.0)}"]
+    if "num_chunks" in cfg.method:
+        parts.append(f"K{cfg.method.num_chunks}")
+    parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    launch_dir = Path(hydra.utils.get_original_cwd())
+    summary = run_job(cfg, run_dir, launch_dir)
+    if "val/ne" not in summary:
+        log.info("stopped early: %s", summary)
+        return float("nan")
+    if cfg.summary_table and hc.mode.name != "MULTIRUN":
+        from benchmark.summary import format_table
+
+        print(format_table([dict(summary, method=cfg.method.name,
+                                 budget=cfg.method.get("budget", 1.0), seed=cfg.seed)]))
+    return float(summary["val/ne"])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "ui":
+        from reports.ui import main as ui_main
+
+        sys.argv = [sys.argv[0] + " ui", *sys.argv[2:]]
+        ui_main()
+        return
+    _main()
+
+
+if __name__ == "__main__":
+    main()

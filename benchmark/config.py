@@ -1,0 +1,74 @@
+"""Structured configs: Hydra checks every key and type against these at start-up.
+
+The ``method`` group is a free-form mapping here; ``fiited.registry.make_config`` validates it
+against the chosen method's own dataclass before anything runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from benchmark.data.synthetic import SyntheticConfig
+from benchmark.model import ModelConfig
+from fiited.optim import SparseOptimConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: str = MISSING                      # prepared dataset dir; relative = to the launch dir
+    synthetic: Optional[SyntheticConfig] = None   # generate at ``path`` when absent
+    max_train_rows: Optional[int] = None     # cap rows per split (smoke runs)
+    max_eval_rows: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    epochs: int = 1
+    max_steps: int = 0                       # 0 = no cap; else stop after this many steps
+    dense_optimizer: str = "sgd"             # sgd | adagrad | adam
+    dense_lr: float = 0.1
+    sparse_optimizer: SparseOptimConfig = field(default_factory=SparseOptimConfig)
+    eval_every: int = 0                      # steps between validations; 0 = end of each epoch
+    eval_batch_size: int = 16384
+    warmup_steps: int = 20                   # excluded from throughput and step-time stats
+    log_every: int = 50                      # steps per train/loss point (batched to MLflow)
+    memory_every: int = 50                   # steps between ledger samples (training peak)
+    threads: int = 0                         # torch intra-op threads; 0 = torch's default
+    device: str = "cpu"
+    validate_ids: bool = True
+    checkpoint_every: int = 0                # steps; 0 = never
+    resume: Optional[str] = None             # path of a checkpoint to continue from
+    stop_after: int = 0                      # steps; stop (as if killed) after this many, for resume tests
+    progress: bool = True
+    distributed: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"         # relative sqlite paths resolve against the launch dir
+    artifact_root: Optional[str] = None      # default: mlartifacts/ beside the sqlite file
+    experiment: str = "fiited-bench"
+    run_name: Optional[str] = None
+    flush_every: int = 200                   # metric points buffered before one log_batch
+
+
+@dataclass
+class Config:
+    method: Any = MISSING
+    data: DataConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    summary_table: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)

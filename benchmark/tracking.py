@@ -1,0 +1,174 @@
+"""MLflow tracking: one experiment per Hydra experiment, one run per job, batched metrics.
+
+Uses ``MlflowClient`` (no global active run) so jobs in one process never cross-log. A fresh
+sqlite store is created once before a parallel sweep starts (``prepare_store``), because
+concurrent first use of a new sqlite database races on schema creation.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def resolve_uri(uri: str, base: str | os.PathLike) -> str:
+    """Make a relative sqlite path absolute against ``base`` (the launch dir)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path(base) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """``mlartifacts/`` beside a sqlite file, so store and artifacts travel together."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return (Path(uri[len(prefix):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def _retry(fn: Callable[[], T], what: str, attempts: int = 8) -> T:
+    """Retry sqlite 'database is locked' errors from parallel writers, with backoff."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # mlflow wraps sqlalchemy errors in MlflowException
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.05 * 2 ** i)
+    raise AssertionError("unreachable")
+
+
+def prepare_store(uri: str, experiment: str, artifact_root: str | None = None) -> str:
+    """Create the store (schema) and the experiment once; return the experiment id.
+
+    Serialised with a file lock beside a sqlite store, so parallel callers are safe too.
+    """
+    from mlflow import MlflowClient
+
+    lock_path = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = db.with_name(db.name + ".lock")
+    artifact_root = artifact_root or default_artifact_root(uri)
+    fh = open(lock_path, "w") if lock_path else None
+    try:
+        if fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise ValueError(f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
+                                 f"or choose another tracking.experiment")
+            return exp.experiment_id
+        location = f"{artifact_root.rstrip('/')}/{experiment}" if artifact_root else None
+        return client.create_experiment(experiment, artifact_location=location)
+    finally:
+        if fh:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def git_commit(repo: str | os.PathLike) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """One MLflow run. A disabled tracker accepts every call and does nothing."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str | None, enabled: bool = True,
+                 artifact_root: str | None = None, flush_every: int = 200) -> None:
+        self.enabled = enabled
+        self.flush_every = flush_every
+        self._buffer: list[Any] = []
+        self.run_id: str | None = None
+        if not enabled:
+            return
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp_id = _retry(lambda: prepare_store(uri, experiment, artifact_root), "experiment")
+        run = _retry(lambda: self.client.create_run(exp_id, run_name=run_name), "create_run")
+        self.run_id = run.info.run_id
+        self.experiment_id = exp_id
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            chunk = items[i:i + 100]
+            _retry(lambda: self.client.log_batch(self.run_id, params=chunk), "params")
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, tags=items), "tags")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        for k, v in metrics.items():
+            self._buffer.append(Metric(k, float(v), ts, int(step)))
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not self._buffer:
+            return
+        buf, self._buffer = self._buffer, []
+        for i in range(0, len(buf), 1000):
+            chunk = buf[i:i + 1000]
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=chunk), "metrics")
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        if not self.enabled:
+            return
+        for p in paths:
+            if Path(p).exists():
+                self.client.log_artifact(self.run_id, str(p))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        try:
+            self.flush()
+        finally:
+            _retry(lambda: self.client.set_terminated(self.run_id, status=status), "terminate")

@@ -1,0 +1,338 @@
+"""The train/eval loop every method runs through, so their numbers compare like with like.
+
+Throughput counts the wall time of training steps only (data loading, forward, backward,
+optimizer, and the method's on_step incl. pruning events), after ``train.warmup_steps``;
+validation, ledger sampling and checkpoints are excluded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.data.format import PreparedDataset, open_dataset
+from benchmark.data.loader import BatchLoader
+from benchmark.metrics import eval_metrics, percentile_ms
+from benchmark.model import DLRM, ModelConfig
+from fiited.interface import EmbeddingMethod, TableSpec
+from fiited.optim import SparseOptimConfig
+from fiited.registry import build_method
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def load_data(data_cfg: DictConfig, launch_dir: Path) -> PreparedDataset:
+    path = Path(data_cfg.path)
+    if not path.is_absolute():
+        path = launch_dir / path
+    if data_cfg.get("synthetic") is not None:
+        from benchmark.data.synthetic import SyntheticConfig, ensure_synthetic
+
+        syn = OmegaConf.to_object(data_cfg.synthetic)
+        if not isinstance(syn, SyntheticConfig):
+            syn = SyntheticConfig(**syn)
+        return ensure_synthetic(path, syn)
+    return open_dataset(path)
+
+
+def make_dense_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"train.dense_optimizer={name!r} is not one of sgd, adagrad, adam")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@torch.no_grad()
+def evaluate(model: DLRM, loader: BatchLoader, device: torch.device,
+             prefix: str, base_rate: float) -> tuple[dict[str, float], int, float]:
+    """Metrics over a whole split; returns (metrics, rows, seconds)."""
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    logits, labels = [], []
+    for b in loader:
+        logits.append(model(b.dense.to(device), b.ids.to(device)).float().cpu())
+        labels.append(b.labels)
+    seconds = time.perf_counter() - t0
+    model.train(was_training)
+    if not logits:
+        raise ValueError(f"split {prefix!r} is empty: nothing to evaluate")
+    lg, lb = torch.cat(logits), torch.cat(labels)
+    return eval_metrics(prefix, lg, lb, base_rate), lg.numel(), seconds
+
+
+@dataclass
+class Timing:
+    """Steady-state training speed, warm-up excluded."""
+
+    warmup: int
+    step_seconds: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    samples: int = 0
+    event_seconds: float = 0.0
+    eval_rows: int = 0
+    eval_seconds: float = 0.0
+
+    def add_step(self, step: int, compute_s: float, wall_s: float, batch: int) -> None:
+        if step > self.warmup:
+            self.step_seconds.append(compute_s)
+            self.wall_seconds += wall_s
+            self.samples += batch
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "perf/train_samples_per_s": self.samples / self.wall_seconds if self.wall_seconds else float("nan"),
+            "perf/eval_samples_per_s": self.eval_rows / self.eval_seconds if self.eval_seconds else float("nan"),
+            "perf/step_ms_p50": percentile_ms(self.step_seconds, 50),
+            "perf/step_ms_p99": percentile_ms(self.step_seconds, 99),
+            "prune/event_seconds": self.event_seconds,
+        }
+
+
+class Trainer:
+    """Builds data, method and model from a resolved config and runs one training job."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, launch_dir: Path, tracker=None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.launch_dir = Path(launch_dir)
+        self.tracker = tracker
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(int(tc.threads))
+        if tc.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"train.device={tc.device!r} but CUDA is not available here")
+        self.device = torch.device(tc.device)
+        seed_everything(int(cfg.seed))
+        self.data = load_data(cfg.data, self.launch_dir)
+        m = self.data.manifest
+        self.tables = [TableSpec(n, int(c)) for n, c in zip(m.feature_names, m.cardinalities)]
+        self.sparse_opt = SparseOptimConfig(**OmegaConf.to_container(tc.sparse_optimizer))
+        method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+        model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+        self.emb: EmbeddingMethod = build_method(method_cfg, self.tables, model_cfg.dim,
+                                                 self.sparse_opt, seed=int(cfg.seed))
+        self.emb.validate_ids = bool(tc.validate_ids)
+        self.model = DLRM(model_cfg, m.num_dense, self.emb).to(self.device)
+        self.dense_opt = make_dense_optimizer(tc.dense_optimizer, self.model.dense_parameters(),
+                                              tc.dense_lr)
+        dc = cfg.data
+        self.train_loader = BatchLoader(self.data, "train", tc.batch_size, shuffle=True,
+                                        seed=int(cfg.seed), max_rows=dc.max_train_rows)
+        self.val_loader = BatchLoader(self.data, "val", tc.eval_batch_size, shuffle=False,
+                                      max_rows=dc.max_eval_rows)
+        self.test_loader = BatchLoader(self.data, "test", tc.eval_batch_size, shuffle=False,
+                                       max_rows=dc.max_eval_rows)
+        self.base_rate = float(m.click_rate)
+        steps_per_epoch = len(self.train_loader)
+        self.total_steps = steps_per_epoch * int(tc.epochs)
+        if tc.max_steps:
+            self.total_steps = min(self.total_steps, int(tc.max_steps))
+        if self.total_steps < 1:
+            raise ValueError(f"no training steps: {len(self.train_loader)} batches per epoch, "
+                             f"train.epochs={tc.epochs}, train.max_steps={tc.max_steps}")
+        self.step = 0
+        self.epoch = 0
+        self.peak_total = 0
+        self.timing = Timing(warmup=int(tc.warmup_steps))
+        self.history: list[dict[str, Any]] = []
+
+    # ---- pieces --------------------------------------------------------------------------
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step)
+
+    def _sample_memory(self) -> None:
+        total = self.emb.memory().total
+        self.peak_total = max(self.peak_total, total)
+        self._log({"mem/total_bytes": float(total)}, self.step)
+
+    def _validate(self) -> dict[str, float]:
+        metrics, rows, secs = evaluate(self.model, self.val_loader, self.device, "val",
+                                       self.base_rate)
+        self.timing.eval_rows += rows
+        self.timing.eval_seconds += secs
+        self._log(metrics, self.step)
+        self.history.append({"step": self.step, **metrics})
+        return metrics
+
+    def save_checkpoint(self, path: Path) -> None:
+        state = {
+            "step": self.step, "epoch": self.epoch, "peak_total": self.peak_total,
+            "model": self.model.state_dict(), "dense_opt": self.dense_opt.state_dict(),
+            "loader": self.train_loader.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+            "event_seconds": self.timing.event_seconds, "history": self.history,
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        if not path.is_file():
+            raise ValueError(f"train.resume={str(path)!r}: no such checkpoint file")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.dense_opt.load_state_dict(state["dense_opt"])
+        self.train_loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.peak_total = int(state["peak_total"])
+        self.timing.event_seconds = float(state["event_seconds"])
+        self.history = list(state["history"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        tc = self.cfg.train
+        if tc.resume:
+            self.load_checkpoint(Path(tc.resume))
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        eval_every = int(tc.eval_every) or len(self.train_loader)
+        progress = _progress(self.total_steps, self.step, bool(tc.progress),
+                             f"{self.cfg.method.name}")
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        loss_n = 0
+        self._sample_memory()
+        stopped = False
+        last = time.perf_counter()
+        while self.step < self.total_steps and not stopped:
+            self.train_loader.set_epoch(self.epoch)
+            for batch in self.train_loader:
+                t0 = time.perf_counter()
+                dense, ids = batch.dense.to(self.device), batch.ids.to(self.device)
+                labels = batch.labels.to(self.device)
+                logits = self.model(dense, ids)
+                loss = loss_fn(logits, labels)
+                self.dense_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.dense_opt.step()
+                self.step += 1
+                events = self.emb.on_step(self.step)
+                end = time.perf_counter()
+                if events:
+                    self.timing.event_seconds += float(events.get("prune/event_seconds", 0.0))
+                    self._log(events, self.step)
+                self.timing.add_step(self.step, end - t0, end - last, len(batch.labels))
+                loss_sum += loss.detach()
+                loss_n += 1
+                if self.step % int(tc.log_every) == 0:
+                    self._log({"train/loss": float(loss_sum) / loss_n}, self.step)
+                    progress.set_postfix(loss=f"{float(loss_sum) / loss_n:.4f}", refresh=False)
+                    loss_sum.zero_()
+                    loss_n = 0
+                progress.update(1)
+                if self.step % int(tc.memory_every) == 0:
+                    self._sample_memory()
+                if self.step % eval_every == 0 and self.step < self.total_steps:
+                    self._validate()
+                if tc.checkpoint_every and self.step % int(tc.checkpoint_every) == 0:
+                    self.save_checkpoint(self.run_dir / CHECKPOINT)
+                if tc.stop_after and self.step >= int(tc.stop_after):
+                    self.save_checkpoint(self.run_dir / CHECKPOINT)
+                    stopped = True
+                    break
+                if self.step >= self.total_steps:
+                    break
+                last = time.perf_counter()
+            else:  # the epoch ran to its end
+                self.epoch += 1
+        progress.close()
+        if stopped:
+            return {"stopped_at_step": self.step, "checkpoint": str(self.run_dir / CHECKPOINT)}
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        self._sample_memory()
+        end_metrics = self.emb.on_train_end() or {}
+        if end_metrics:
+            self._log(end_metrics, self.step)
+        report = self.emb.memory()
+        summary: dict[str, Any] = {}
+        summary.update(self._validate())
+        test, rows, secs = evaluate(self.model, self.test_loader, self.device, "test",
+                                    self.base_rate)
+        self.timing.eval_rows += rows
+        self.timing.eval_seconds += secs
+        summary.update(test)
+        stats = self.data.manifest.stats or {}
+        if "bayes_ne" in stats:
+            summary["bayes_ne"] = float(stats["bayes_ne"])
+            summary["test/ne_gap_to_bayes"] = summary["test/ne"] - summary["bayes_ne"]
+        summary.update(report.metrics())
+        summary["mem/train_peak_bytes"] = float(self.peak_total)
+        summary["mem/peak_rss_bytes"] = float(peak_rss_bytes())
+        summary.update(self.timing.metrics())
+        summary.update({k: float(v) for k, v in end_metrics.items()})
+        summary["train/steps"] = float(self.step)
+        self._log(summary, self.step)
+        self._write_outputs(summary, report)
+        return summary
+
+    def _write_outputs(self, summary: dict[str, Any], report) -> list[Path]:
+        files = {
+            "summary.json": summary,
+            "memory.json": report.as_dict(),
+            "history.json": self.history,
+        }
+        try:
+            dims = {k: v.tolist() for k, v in self.emb.dims().items()}
+            files["dims.json"] = dims
+        except NotImplementedError:
+            pass
+        paths = []
+        for name, obj in files.items():
+            p = self.run_dir / name
+            p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+            paths.append(p)
+        cfg_path = self.run_dir / "config.yaml"
+        cfg_path.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        paths.append(cfg_path)
+        if self.tracker is not None:
+            self.tracker.log_artifacts(paths)
+        return paths
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    if not enabled:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", mininterval=2.0,
+                dynamic_ncols=True, leave=False)

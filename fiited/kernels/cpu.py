@@ -1,0 +1,121 @@
+"""The CPU product path of the kernel contract (see ``reference.py``).
+
+The fused native core (``cpu_native``) does each call in one pass; where it is unavailable
+(no compiler, ``FIITED_CPU_NATIVE=0``, a pool that is not float32, sizes past 32-bit packing)
+vectorised torch ops do the same work: a stable sort groups duplicates, ``index_add_`` sums them
+in occurrence order (the reference's order, so sums match bit for bit) without copying the
+gradient, and absent chunks are never read from the pool.
+"""
+from __future__ import annotations
+
+import torch
+
+from fiited.kernels import cpu_native
+from fiited.kernels.reference import apply_update, check_shapes
+from fiited.optim import SparseOptimConfig
+
+
+def _out_of_range(flat: torch.Tensor, index: int, num_rows: int) -> ValueError:
+    return ValueError(f"rows[{index}] = {int(flat[index])} is out of range for a pool of "
+                      f"{num_rows} rows")
+
+
+def _native_ok(pool: torch.Tensor, *tensors: torch.Tensor) -> bool:
+    return (pool.dtype == torch.float32 and pool.device.type == "cpu"
+            and all(t.is_contiguous() for t in (pool, *tensors))
+            and cpu_native.library() is not None)
+
+
+def _check_rows(flat: torch.Tensor, num_rows: int) -> None:
+    if flat.numel() and int(flat.max()) >= num_rows:
+        raise _out_of_range(flat, int(torch.nonzero(flat >= num_rows)[0, 0]), num_rows)
+
+
+def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """out[n, k*C:(k+1)*C] = pool[rows[n, k]], or zeros where rows[n, k] < 0."""
+    check_shapes(pool, rows)
+    n, k = rows.shape
+    p, c = pool.shape
+    flat = rows.reshape(-1)
+    if flat.numel() == 0 or c == 0:
+        return pool.new_zeros(n, k * c)
+    out = torch.empty(n, k * c, dtype=pool.dtype)
+    if _native_ok(pool, flat):
+        lib = cpu_native.library()
+        bad = lib.fiited_gather(pool.data_ptr(), p, c, flat.data_ptr(),
+                                int(flat.dtype == torch.int64), flat.numel(), out.data_ptr(),
+                                torch.get_num_threads())
+        if bad >= 0:
+            raise _out_of_range(flat, bad, p)
+        return out
+    _check_rows(flat, p)
+    present = flat >= 0
+    n_present = int(present.sum())
+    dst = out.view(-1, c)
+    if n_present == flat.numel():
+        torch.index_select(pool, 0, flat, out=dst)
+    elif 2 * n_present >= flat.numel():
+        torch.index_select(pool, 0, flat.clamp_min(0), out=dst)
+        dst.masked_fill_(~present.unsqueeze(1), 0)
+    else:
+        dst.zero_()
+        where = torch.nonzero(present).view(-1)
+        dst.index_copy_(0, where, pool.index_select(0, flat.index_select(0, where)))
+    return out
+
+
+def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
+                    grad: torch.Tensor, opt: SparseOptimConfig) -> torch.Tensor:
+    """Coalesce duplicates, update present chunks in place, return per-occurrence norms [N, K]."""
+    check_shapes(pool, rows)
+    n, k = rows.shape
+    p, c = pool.shape
+    if grad.shape != (n, k * c):
+        raise ValueError(f"grad must be [{n}, {k * c}], got {tuple(grad.shape)}")
+    adagrad = opt.name == "rowwise_adagrad"
+    if adagrad and (state.shape != (p,) or state.dtype != torch.float32):
+        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
+                         f"{state.dtype} {tuple(state.shape)}")
+    m = n * k
+    if m == 0 or c == 0:
+        return torch.zeros(n, k, dtype=torch.float32)
+    flat = rows.reshape(-1)
+    if grad.dtype == torch.float32 and _native_ok(pool, flat, grad, state):
+        norms = torch.empty(n, k, dtype=torch.float32)
+        lib = cpu_native.library()
+        code = lib.fiited_update(pool.data_ptr(), p, c, state.data_ptr() if adagrad else None,
+                                 flat.data_ptr(), int(flat.dtype == torch.int64), m,
+                                 grad.data_ptr(), norms.data_ptr(), int(adagrad),
+                                 float(opt.lr), float(opt.eps), torch.get_num_threads())
+        if code >= 0:
+            raise _out_of_range(flat, code, p)
+        if code == -1:
+            return norms
+    return _torch_update(pool, state, flat, grad.reshape(m, c), opt, (n, k))
+
+
+def _torch_update(pool, state, flat, grad, opt, shape) -> torch.Tensor:
+    m, c = grad.shape
+    norms = torch.linalg.vector_norm(grad.float(), dim=1).view(shape)
+    keys, perm = torch.sort(flat, stable=True)
+    n_absent = int(torch.searchsorted(keys, torch.zeros((), dtype=keys.dtype)))
+    if n_absent == m:
+        return norms
+    if int(keys[-1]) >= pool.shape[0]:
+        raise _out_of_range(flat, int(perm[-1]), pool.shape[0])
+    keys, perm = keys[n_absent:], perm[n_absent:]
+    first = torch.ones(keys.numel(), dtype=torch.bool)
+    torch.ne(keys[1:], keys[:-1], out=first[1:])
+    uniq = keys[first].long()
+    seg = torch.cumsum(first, 0) - 1
+    if 2 * keys.numel() >= m:  # mostly present: route absent rows to a spare row, no grad copy
+        inverse = torch.full((m,), uniq.numel(), dtype=torch.int64)
+        inverse[perm] = seg
+        summed = torch.zeros(uniq.numel() + 1, c, dtype=torch.float32)
+        summed.index_add_(0, inverse, grad.float())
+        summed = summed[:-1]
+    else:  # mostly absent: read only the present slices, still in occurrence order per row
+        summed = torch.zeros(uniq.numel(), c, dtype=torch.float32)
+        summed.index_add_(0, seg, grad.index_select(0, perm).float())
+    apply_update(pool, state, uniq, summed, opt)
+    return norms

@@ -1,0 +1,256 @@
+"""The CPU path's native core: one fused C++ pass for gather and for the sparse update.
+
+Plain C++ with a C ABI, loaded through ctypes: no torch headers, so a clean checkout compiles it
+in about a second on first use (into a cache dir, never into the tree). ctypes drops the GIL
+during a call; the code spreads work over ``threads`` std::threads itself.
+
+Update: a stable LSD radix sort of (pool row, occurrence) pairs groups duplicates in occurrence
+order; then each thread takes whole segments, sums their gradient slices in that order (the
+reference's order, so SGD is bit-exact), writes the per-occurrence norms in the same read, and
+applies the optimizer to the row. Return codes: -1 ok, -2 too large for 32-bit packing (the
+caller falls back to torch ops), >= 0 the index of the first out-of-range row.
+
+``FIITED_CPU_NATIVE=0`` turns it off; ``FIITED_CACHE_DIR`` moves the build cache; ``CXX`` picks
+the compiler.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+SOURCE = r"""
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// Run fn(begin, end) over [0, n) on up to `threads` threads, at least `grain` items each.
+template <typename F>
+void parallel_for(int64_t n, int threads, int64_t grain, const F& fn) {
+  int64_t t = std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
+  if (t <= 1) { if (n > 0) fn(int64_t(0), n); return; }
+  int64_t step = (n + t - 1) / t;
+  std::vector<std::thread> workers;
+  for (int64_t i = 1; i < t; ++i) {
+    int64_t b = i * step, e = std::min(n, b + step);
+    if (b < e) workers.emplace_back([&fn, b, e] { fn(b, e); });
+  }
+  fn(int64_t(0), std::min(n, step));
+  for (auto& w : workers) w.join();
+}
+
+inline float sum_squares(const float* g, int64_t c) {
+  float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= c; j += 8)
+    for (int l = 0; l < 8; ++l) p[l] += g[j + l] * g[j + l];
+  for (; j < c; ++j) p[0] += g[j] * g[j];
+  return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+template <typename R>
+int64_t gather_impl(const float* pool, int64_t P, int64_t C, const R* rows, int64_t M,
+                    float* out, int threads) {
+  std::atomic<int64_t> bad(INT64_MAX);
+  parallel_for(M, threads, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)),
+               [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      int64_t r = (int64_t)rows[i];
+      float* dst = out + i * C;
+      if (r >= 0 && r < P) {
+        std::memcpy(dst, pool + r * C, sizeof(float) * C);
+        continue;
+      }
+      std::memset(dst, 0, sizeof(float) * C);
+      if (r >= P) {
+        int64_t seen = bad.load();
+        while (i < seen && !bad.compare_exchange_weak(seen, i)) {}
+      }
+    }
+  });
+  int64_t first = bad.load();
+  return first == INT64_MAX ? -1 : first;
+}
+
+// Stable LSD radix sort of packed (key << 32 | occurrence) by the key's low `bits` bits.
+void radix_sort(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int bits) {
+  if (bits <= 0 || a.size() < 2) return;
+  int passes = (bits + 10) / 11;
+  int width = (bits + passes - 1) / passes;
+  uint64_t mask = (uint64_t(1) << width) - 1;
+  std::vector<int64_t> count(size_t(1) << width);
+  tmp.resize(a.size());
+  for (int p = 0; p < passes; ++p) {
+    int shift = 32 + p * width;
+    std::fill(count.begin(), count.end(), 0);
+    for (uint64_t v : a) ++count[(v >> shift) & mask];
+    int64_t sum = 0;
+    for (auto& c : count) { int64_t x = c; c = sum; sum += x; }
+    for (uint64_t v : a) tmp[count[(v >> shift) & mask]++] = v;
+    a.swap(tmp);
+  }
+}
+
+template <typename R>
+int64_t update_impl(float* pool, int64_t P, int64_t C, float* state, const R* rows, int64_t M,
+                    const float* grad, float* norms, int adagrad, float lr, float eps,
+                    int threads) {
+  if (M >= (int64_t(1) << 32) || P > (int64_t(1) << 32)) return -2;
+  std::vector<uint64_t> keyed;
+  keyed.reserve(M);
+  for (int64_t i = 0; i < M; ++i) {
+    int64_t r = (int64_t)rows[i];
+    if (r < 0) continue;
+    if (r >= P) return i;
+    keyed.push_back((uint64_t(r) << 32) | uint64_t(i));
+  }
+  int bits = 0;
+  while (bits < 32 && (int64_t(1) << bits) < P) ++bits;
+  std::vector<uint64_t> tmp;
+  radix_sort(keyed, tmp, bits);
+  const int64_t U = (int64_t)keyed.size();
+  const uint64_t* s = keyed.data();
+  const float nlr = -lr;
+  int64_t grain = std::max<int64_t>(64, 65536 / std::max<int64_t>(C, 1));
+  parallel_for(U, threads, grain, [&](int64_t b, int64_t e) {
+    std::vector<float> acc(C);
+    // A thread owns the segments that start in [b, e).
+    while (b < e && b > 0 && (s[b] >> 32) == (s[b - 1] >> 32)) ++b;
+    int64_t j = b;
+    while (j < e) {
+      const uint64_t key = s[j] >> 32;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (; j < U && (s[j] >> 32) == key; ++j) {
+        const int64_t occ = int64_t(s[j] & 0xffffffffu);
+        const float* g = grad + occ * C;
+        for (int64_t c = 0; c < C; ++c) acc[c] += g[c];
+        norms[occ] = std::sqrt(sum_squares(g, C));
+      }
+      float* w = pool + int64_t(key) * C;
+      if (adagrad) {
+        float st = state[key] + sum_squares(acc.data(), C) / float(C);
+        state[key] = st;
+        const float mult = lr / (std::sqrt(st) + eps);
+        for (int64_t c = 0; c < C; ++c) w[c] = w[c] - acc[c] * mult;
+      } else {
+        for (int64_t c = 0; c < C; ++c) w[c] = w[c] + nlr * acc[c];
+      }
+    }
+  });
+  if (U < M) {  // absent chunks still get their gradient norm
+    parallel_for(M, threads, 16384, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        if ((int64_t)rows[i] < 0) norms[i] = std::sqrt(sum_squares(grad + i * C, C));
+    });
+  }
+  return -1;
+}
+
+}  // namespace
+
+extern "C" {
+
+int64_t fiited_gather(const float* pool, int64_t P, int64_t C, const void* rows, int rows64,
+                      int64_t M, float* out, int threads) {
+  return rows64 ? gather_impl(pool, P, C, (const int64_t*)rows, M, out, threads)
+                : gather_impl(pool, P, C, (const int32_t*)rows, M, out, threads);
+}
+
+int64_t fiited_update(float* pool, int64_t P, int64_t C, float* state, const void* rows,
+                      int rows64, int64_t M, const float* grad, float* norms, int adagrad,
+                      float lr, float eps, int threads) {
+  return rows64 ? update_impl(pool, P, C, state, (const int64_t*)rows, M, grad, norms, adagrad,
+                              lr, eps, threads)
+                : update_impl(pool, P, C, state, (const int32_t*)rows, M, grad, norms, adagrad,
+                              lr, eps, threads);
+}
+
+}
+"""
+
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
+         "-fno-math-errno")
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+failure: str | None = None  # why the native core is unavailable, for reports
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FIITED_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fiited" / "native"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cxx: str) -> Path:
+    tag = hashlib.sha256("\0".join((SOURCE, cxx, platform.machine(), *FLAGS)).encode())
+    target = cache_dir() / f"fiited_cpu_{tag.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "fiited_cpu.cpp"
+        src.write_text(SOURCE)
+        out = Path(tmp) / target.name
+        proc = subprocess.run([cxx, *FLAGS, str(src), "-o", str(out)], capture_output=True,
+                              text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} failed:\n{proc.stderr[-2000:]}")
+        os.replace(out, target)  # atomic: parallel first uses never load a half-written file
+    return target
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+    lib.fiited_gather.argtypes = [p, i64, i64, p, i32, i64, p, i32]
+    lib.fiited_gather.restype = i64
+    lib.fiited_update.argtypes = [p, i64, i64, p, p, i32, i64, p, p, i32, f32, f32, i32]
+    lib.fiited_update.restype = i64
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled core, built on first use; None (and ``failure`` says why) if unavailable."""
+    global _library, _tried, failure
+    if _tried:
+        return _library
+    with _lock:
+        if _tried:
+            return _library
+        if os.environ.get("FIITED_CPU_NATIVE", "1") == "0":
+            failure = "disabled by FIITED_CPU_NATIVE=0"
+        else:
+            cxx = _compiler()
+            if cxx is None:
+                failure = "no C++ compiler found (set CXX)"
+            else:
+                try:
+                    _library = _bind(ctypes.CDLL(str(_build(cxx))))
+                except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                    failure = f"native CPU kernels unavailable, using torch ops: {e}"
+                    warnings.warn(failure, RuntimeWarning, stacklevel=2)
+        _tried = True
+        return _library

@@ -1,0 +1,300 @@
+"""FIITED: fine-grained in-training embedding-dimension pruning on a VHPI chunk store.
+
+Each table's width D is cut into K chunks of C = D/K floats; only chunks that earn their place
+hold a pool slot, the rest read as zeros. Per step: forward gathers through the entry table
+(first-access allocation while the pool has free slots), backward runs the fused sparse update
+on present chunks and hands per-occurrence chunk gradient norms to the utility tracker;
+``on_step`` advances the utility clock and runs pruning events on the schedule.
+
+Budget (``method.budget``, a fraction of uniform's bytes):
+- ``budget_scope: weights``: pool capacity = floor(budget * rows * K) chunks (the paper's
+  "embedding size"); the entry table (4K bytes/row addresses + 4K bytes/row utilities) comes on
+  top and is shown in the ledger;
+- ``budget_scope: total``: the pool is sized so that the whole ledger (weights + optimizer +
+  index + utility + other) stays <= budget * uniform's total: comparisons at equal TOTAL memory.
+- ``thresholds: manual``: capacity = sum_k (1 - p_k) * rows, from the ratios; ``budget`` and
+  ``budget_scope`` are not used.
+
+With capacity for every chunk the store starts full, with uniform's exact initial values, so
+FIITED then trains exactly like uniform (SGD at any K; row-wise Adagrad only at K=1, because
+its accumulator is per physical row = per chunk, so at K>1 each chunk has its own).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
+from fiited.kernels import lookup
+from fiited.memory import MemoryReport, tensor_bytes
+from fiited.padding import PADDINGS, ProjectionPadding
+from fiited.pruning import (LAYOUTS, NORMALISERS, POOLS, SAMPLERS, THRESHOLDS, PrunePolicy,
+                            ScheduleConfig, group_capacities, run_event)
+from fiited.registry import register_method
+from fiited.store import INITS, ChunkStore
+from fiited.utility import DECAY_MODES, UTILITIES, ChunkUtility
+
+BUDGET_SCOPES = ("weights", "total")
+INDEXES = ("direct",)
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"method.{key}={value!r} is not one of {allowed}")
+
+
+@dataclass
+class FiitedConfig(MethodConfig):
+    """Every FIITED knob; where the paper is ambiguous the default is documented in DESIGN.md."""
+
+    name: str = "fiited"
+    budget: float = 0.25
+    budget_scope: str = "weights"          # weights | total (see module doc)
+    num_chunks: int = 4                    # K; must divide the embedding dim
+    utility: str = "freq_grad"             # freq | grad | freq_grad
+    gamma: float = 0.99                    # decay per step (decay_per=step) or per event
+    decay_per: str = "step"                # step | event
+    sample_frac: float = 0.05              # fraction of rows sampled per event (random)
+    sampling: str = "random"               # random | stride (every sample_stride-th row)
+    sample_stride: int = 23
+    min_sample_rows: int = 64              # small tables are sampled at least this much
+    thresholds: str = "adaptive"           # adaptive | manual
+    manual_ratios: List[float] = field(default_factory=list)   # p_k, pruned fraction per position
+    pool: str = "shared"                   # shared | per_table
+    normalise: str = "p95"                 # per-table utility scale in a shared pool
+    layout: str = "any"                    # any | prefix
+    regrow_init: str = "zero"              # zero | random: chunks allocated at events
+    first_access_alloc: bool = True        # new rows get chunks while the pool has free slots
+    first_access_init: str = "random"      # zero | random (DLRM's U(+-1/sqrt(n)))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    padding: str = "zeros"                 # zeros | projection
+    index: str = "direct"                  # direct (one entry per virtual row)
+    seed: Optional[int] = None             # None: the run's seed
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget <= 1:
+            raise ValueError(f"method.budget must be in (0, 1], got {self.budget}")
+        if self.num_chunks < 1:
+            raise ValueError(f"method.num_chunks must be >= 1, got {self.num_chunks}")
+        _one_of("budget_scope", self.budget_scope, BUDGET_SCOPES)
+        _one_of("utility", self.utility, UTILITIES)
+        _one_of("decay_per", self.decay_per, DECAY_MODES)
+        _one_of("sampling", self.sampling, SAMPLERS)
+        _one_of("thresholds", self.thresholds, THRESHOLDS)
+        _one_of("pool", self.pool, POOLS)
+        _one_of("normalise", self.normalise, NORMALISERS)
+        _one_of("layout", self.layout, LAYOUTS)
+        _one_of("regrow_init", self.regrow_init, INITS)
+        _one_of("first_access_init", self.first_access_init, INITS)
+        _one_of("padding", self.padding, PADDINGS)
+        if self.index == "hashed":
+            raise ValueError("method.index='hashed' is not implemented yet; use 'direct'")
+        _one_of("index", self.index, INDEXES)
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"method.gamma must be in (0, 1], got {self.gamma}")
+        if not 0 < self.sample_frac <= 1:
+            raise ValueError(f"method.sample_frac must be in (0, 1], got {self.sample_frac}")
+        if self.sample_stride < 1:
+            raise ValueError(f"method.sample_stride must be >= 1, got {self.sample_stride}")
+        if self.min_sample_rows < 0:
+            raise ValueError(f"method.min_sample_rows must be >= 0, got {self.min_sample_rows}")
+        if self.thresholds == "manual":
+            if len(self.manual_ratios) != self.num_chunks:
+                raise ValueError(
+                    f"method.manual_ratios has {len(self.manual_ratios)} entries; "
+                    f"thresholds=manual needs one pruned fraction per chunk position "
+                    f"(method.num_chunks={self.num_chunks})")
+            bad = [p for p in self.manual_ratios if not 0 <= p <= 1]
+            if bad:
+                raise ValueError(f"method.manual_ratios must lie in [0, 1], got {bad}")
+
+    def policy(self) -> PrunePolicy:
+        return PrunePolicy(
+            thresholds=self.thresholds, manual_ratios=tuple(float(p) for p in self.manual_ratios),
+            pool=self.pool, normalise=self.normalise, layout=self.layout,
+            regrow_init=self.regrow_init, sampling=self.sampling, sample_frac=self.sample_frac,
+            sample_stride=self.sample_stride, min_sample_rows=self.min_sample_rows)
+
+
+@register_method("fiited")
+class Fiited(EmbeddingMethod):
+    config_class = FiitedConfig
+
+    def __init__(self, tables, dim, optim, config: FiitedConfig, seed: int = 0) -> None:
+        super().__init__(tables, dim, optim, config, seed)
+        cfg = config
+        K = int(cfg.num_chunks)
+        if dim % K:
+            raise ValueError(f"method.num_chunks={K} does not divide the embedding dim {dim}: "
+                             f"chunks must all be D/K floats wide")
+        self.num_chunks, self.chunk_width = K, dim // K
+        self.policy = cfg.policy()
+        self.schedule = cfg.schedule
+        rows = [t.num_rows for t in self.tables]
+        self.total_rows = sum(rows)
+        run_seed = self.seed if cfg.seed is None else int(cfg.seed)
+        self.generator = torch.Generator().manual_seed(run_seed + 0x5F1173D)
+        self.projection = (ProjectionPadding(len(rows), K, self.chunk_width)
+                           if cfg.padding == "projection" else None)
+        caps, table_group = group_capacities(rows, K, self.policy, self._pool_chunks(rows))
+        self.store = ChunkStore(rows, K, self.chunk_width, caps, table_group, optim)
+        self.utility = ChunkUtility(self.total_rows, K, cfg.utility, cfg.gamma, cfg.decay_per)
+        if self.store.capacity == self.total_rows * K:
+            # Everything fits: start full with uniform's exact initial values.
+            gen = torch.Generator().manual_seed(self.seed)
+            per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
+            self.store.fill_all(dlrm_init(self.total_rows, dim, per_row, gen))
+        self.steps = 0
+        self.events = 0
+        self.first_access_allocs = 0
+        self._kept_cache: tuple[int, torch.Tensor] | None = None
+        if cfg.budget_scope == "total" and cfg.thresholds == "adaptive":
+            limit = cfg.budget * self.uniform_reference()[1]
+            if self.memory().total > limit:  # pragma: no cover - sizing bug guard
+                raise RuntimeError(f"ledger {self.memory().total} exceeds budget {limit}")
+
+    # ---- sizing ----------------------------------------------------------------------------
+    def _pool_chunks(self, rows: list[int]) -> int:
+        cfg: FiitedConfig = self.config
+        K = self.num_chunks
+        all_chunks = sum(rows) * K
+        if cfg.thresholds == "manual":
+            return min(all_chunks, math.floor(sum(1 - p for p in cfg.manual_ratios) * sum(rows)
+                                              + 1e-9))
+        if cfg.budget_scope == "weights":
+            return min(all_chunks, math.floor(cfg.budget * all_chunks + 1e-9))
+        groups = 1 if cfg.pool == "shared" else len(rows)
+        fixed = (ChunkStore.entry_bytes(sum(rows), K, len(rows), groups)
+                 + sum(rows) * K * 4                                   # utilities
+                 + tensor_bytes(self.num_rows, self.table_offsets)
+                 + (self.projection.extra_bytes() if self.projection is not None else 0))
+        limit = cfg.budget * self.uniform_reference()[1]
+        chunks = math.floor((limit - fixed) / ChunkStore.bytes_per_chunk(self.chunk_width,
+                                                                         self.optim))
+        if chunks < 1:
+            raise ValueError(
+                f"method.budget={cfg.budget} with method.budget_scope=total allows {limit:.0f} "
+                f"bytes, but the entry table alone needs {fixed} bytes "
+                f"(addresses + utilities, {8 * K} bytes per row): raise method.budget, lower "
+                f"method.num_chunks, or use budget_scope=weights")
+        return min(all_chunks, chunks)
+
+    # ---- the interface ---------------------------------------------------------------------
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        b, f = ids.shape
+        rows = self.global_rows(ids).reshape(-1)
+        if self.training and self.config.first_access_alloc and self.store.has_free():
+            self._first_access(rows)
+        addrs = self.store.addr.index_select(0, rows)
+        sink = None
+        if self.training:
+            utility = self.utility
+
+            def sink(norms: torch.Tensor) -> None:
+                utility.accumulate(rows, norms)
+        out = lookup(self.store.pool, self.store.opt_state, addrs, self.optim, sink)
+        out = out.view(b, f, self.dim)
+        if self.projection is not None:
+            present = (addrs >= 0).view(b, f, self.num_chunks)
+            out = self.projection(out, present, compact=self.policy.layout == "any")
+        return out
+
+    def _first_access(self, rows: torch.Tensor) -> None:
+        """Rows never seen (no chunk, zero utility) get chunks in position order: chunk 0 of
+        every new row first, then chunk 1, ... while their group has free slots."""
+        uniq = torch.unique(rows)
+        new = ((self.store.addr[uniq] < 0).all(1) & (self.utility.util[uniq] == 0).all(1))
+        new_rows = uniq[new]
+        if new_rows.numel() == 0:
+            return
+        K = self.num_chunks
+        flat = (new_rows.unsqueeze(0) * K
+                + torch.arange(K, device=rows.device).unsqueeze(1)).reshape(-1)
+        granted = self.store.allocate(flat, self.config.first_access_init, self.generator)
+        self.first_access_allocs += int(granted.sum())
+        self._kept_cache = None
+
+    def on_step(self, step: int) -> dict[str, float]:
+        """Advance the utility clock; run a pruning event when the schedule says so.
+
+        Steps are counted here (calls of on_step), not taken from ``step``, so that the
+        schedule and the utility clock resume exactly from a checkpoint.
+        """
+        self.utility.advance()
+        self.steps += 1
+        if not self.schedule.is_event(self.steps):
+            return {}
+        return self.prune_now()
+
+    def prune_now(self) -> dict[str, float]:
+        """One pruning event now; its wall time is measured and reported."""
+        device = self.store.pool.device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        metrics = run_event(self.store, self.utility, self.policy, self.generator, self.steps,
+                            [t.name for t in self.tables])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        self.events += 1
+        self._kept_cache = None
+        metrics["prune/event_seconds"] = seconds
+        metrics["prune/events"] = float(self.events)
+        metrics["prune/first_access_allocs"] = float(self.first_access_allocs)
+        metrics["prune/mean_width"] = metrics["prune/kept_chunks"] * self.chunk_width / self.total_rows
+        self.first_access_allocs = 0
+        return metrics
+
+    def _kept(self) -> torch.Tensor:
+        if self._kept_cache is None:
+            self._kept_cache = self.store.kept_per_table()
+        return self._kept_cache
+
+    def memory(self) -> MemoryReport:
+        uw, ut = self.uniform_reference()
+        s = self.store
+        per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim)
+        entry_row = 8 * self.num_chunks
+        if self.policy.pool == "per_table":
+            chunks = s.group_cap.tolist()
+        else:
+            chunks = self._kept().sum(1).tolist()
+        per_table = {t.name: int(c) * per_chunk + t.num_rows * entry_row
+                     for t, c in zip(self.tables, chunks)}
+        return MemoryReport(
+            weights=s.weights_bytes(), optimizer=s.optimizer_bytes(),
+            index=s.index_bytes() + tensor_bytes(self.num_rows, self.table_offsets),
+            utility=tensor_bytes(self.utility.util),
+            other=self.projection.extra_bytes() if self.projection is not None else 0,
+            uniform_weights=uw, uniform_total=ut, per_table=per_table)
+
+    def dims(self) -> dict[str, torch.Tensor]:
+        out = {}
+        ends = self.store.table_ends.tolist()
+        start = 0
+        for t, end in zip(self.tables, ends):
+            chunks = (self.store.addr[start:end] >= 0).sum(1).cpu()
+            by_chunks = torch.bincount(chunks, minlength=self.num_chunks + 1)
+            counts = torch.zeros(self.dim + 1, dtype=torch.int64)
+            counts[torch.arange(self.num_chunks + 1) * self.chunk_width] = by_chunks
+            out[t.name] = counts
+            start = end
+        return out
+
+    # ---- resume ----------------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"steps": self.steps, "events": self.events,
+                "first_access_allocs": self.first_access_allocs,
+                "generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.events = int(state["events"])
+        self.first_access_allocs = int(state["first_access_allocs"])
+        self.generator.set_state(state["generator"])
+        self._kept_cache = None

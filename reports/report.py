@@ -1,0 +1,130 @@
+"""One experiment's report: tables, figures, an executed notebook, and a Markdown index that
+opens with the figure-to-claim table."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from reports import claims, figures, notebook, tables
+from reports.data import ReportData, load_report_data
+
+DEFAULT_OUT_ROOT = Path("reports/out")
+
+
+@dataclass
+class ReportConfig:
+    experiment: str
+    tracking_uri: str | None = None
+    out_dir: Path | None = None          # default: reports/out/<experiment>
+    notebook: bool = True
+    notebook_timeout_s: int = 900
+
+    @property
+    def out(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else DEFAULT_OUT_ROOT / self.experiment
+
+
+@dataclass
+class ReportOutputs:
+    out_dir: Path
+    index: Path | None = None
+    figures: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    notebook: Path | None = None
+    html: Path | None = None
+    notebook_errors: list[str] = field(default_factory=list)
+    missing: pd.DataFrame | None = None
+
+
+def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> ReportOutputs:
+    out = ReportOutputs(cfg.out.absolute())
+    log(f"[1/5] reading runs of experiment {cfg.experiment!r}")
+    data = load_report_data(cfg.experiment, cfg.tracking_uri)
+    runs = data.runs
+    out.missing = runs.missing
+    log(f"  {runs.tracking_uri}: {len(runs.frame)} runs, {len(runs.complete)} complete, "
+        f"{len(data.summary)} configs (by {', '.join(runs.config_columns)})")
+    for _, r in out.missing.iterrows():
+        log(f"  missing: {_describe(r, runs.config_columns)}")
+
+    log("[2/5] tables")
+    named = {"config_summary": data.summary,
+             "compression_within": tables.compression_within(runs, data.summary),
+             "missing_runs": out.missing}
+    for name, frame in named.items():
+        out.tables[name] = tables.write_table(frame, out.out_dir / "tables", name)
+        log(f"  {out.tables[name][0]} (+ .md)")
+
+    log("[3/5] figures")
+    out.figures = figures.draw_all(data, out.out_dir / "figures", log=log)
+    claim_rows = claims.claim_table(
+        [f"figures/{p.name}" for p in out.figures.values()] + ["tables/compression_within.csv",
+                                                                "tables/config_summary.csv"],
+        cfg.experiment)
+    out.tables["claims"] = tables.write_table(claim_rows, out.out_dir / "tables", "claims")
+
+    if cfg.notebook:
+        log("[4/5] notebook: generate, execute (headless), export HTML")
+        template = notebook.template_for(cfg.experiment)
+        nb = notebook.render(template, {"experiment": cfg.experiment,
+                                        "tracking_uri": runs.tracking_uri})
+        out.notebook_errors = notebook.execute(nb, out.out_dir, cfg.notebook_timeout_s)
+        out.notebook, out.html = notebook.export(nb, out.out_dir, cfg.experiment)
+        for err in out.notebook_errors:
+            log(f"  notebook error: {err}")
+        log(f"  {out.notebook}\n  {out.html}")
+    else:
+        log("[4/5] notebook: skipped (--no-notebook)")
+
+    log("[5/5] index")
+    out.index = out.out_dir / "report.md"
+    out.index.write_text(_index(cfg, data, out, claim_rows), encoding="utf-8")
+    log(f"  {out.index}")
+    return out
+
+
+def _describe(row: pd.Series, cols) -> str:
+    cfg = " ".join(f"{c}={row[c]}" for c in (*cols, "seed") if c in row and pd.notna(row[c]))
+    what = [f"status {row['status']}"] if row["status"] != "FINISHED" else []
+    if row["missing_metrics"]:
+        what.append(f"lacks {row['missing_metrics']}")
+    used = "excluded" if row["excluded"] else "kept"
+    return f"run {row['run_id']} ({cfg}): {'; '.join(what)} [{used}]"
+
+
+def _index(cfg: ReportConfig, data: ReportData, out: ReportOutputs,
+           claim_rows: pd.DataFrame) -> str:
+    runs = data.runs
+    lines = [f"# Report: experiment `{cfg.experiment}`", "",
+             f"Store `{runs.tracking_uri}`; {len(runs.frame)} runs, {len(runs.complete)} "
+             f"complete; configs differ in {', '.join(runs.config_columns)}. Generated "
+             f"{dt.datetime.now().isoformat(timespec='seconds')} by `fiited-report`.", "",
+             "## Figure → paper claim (PAPER.md)", "", tables.to_markdown(claim_rows), "",
+             "## Runs missing results", ""]
+    if out.missing is None or out.missing.empty:
+        lines.append("None: every run finished with all expected metrics.")
+    else:
+        lines += [f"- {_describe(r, runs.config_columns)}" for _, r in out.missing.iterrows()]
+    if data.problems:
+        lines += ["", "## Problems", "", *(f"- {p}" for p in data.problems)]
+    lines += ["", "## Largest compression with NE within 0.1% / 0.5% of uniform", "",
+              out.tables["compression_within"][1].read_text().strip(), "",
+              "## Per config: mean ± std over seeds", "",
+              f"[CSV](tables/config_summary.csv) · NE used by figures: `{runs.ne_metric}`", "",
+              out.tables["config_summary"][1].read_text().strip(), "", "## Figures", ""]
+    titles = {s.name: s.title for s in figures.FIGURES}
+    for name, path in out.figures.items():
+        tested = ", ".join(claims.OUTPUT_CLAIMS.get(name, ()))
+        lines += [f"### {titles[name]} (tests {tested})", "",
+                  f"![{name}](figures/{path.name})", ""]
+    if not out.figures:
+        lines.append("No figure: no complete runs with the data the figures need.")
+    if out.notebook:
+        lines += ["", "## Notebook", "", f"[{out.notebook.name}]({out.notebook.name}) · "
+                  f"[{out.html.name}]({out.html.name})"]
+        lines += [f"- error: {e}" for e in out.notebook_errors]
+    return "\n".join(lines) + "\n"

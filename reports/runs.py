@@ -1,0 +1,294 @@
+"""One MLflow experiment's runs as a tidy pandas frame: one row per run.
+
+Columns: run identity (``run_id``, ``run_name``, ``status``), the config fields the reports
+group by under short names (``method``, ``budget``, ``K``, ``utility``, ``gamma``,
+``sample_frac``, ``thresholds``, ``padding``, ``dataset``, ``dim``, ``seed``), every other
+logged param under its dotted key, a few provenance tags, and the final value of every metric
+under its own name (``val/ne``, ``mem/total_bytes``...). Runs that failed or lack the core
+metrics stay in the frame, flagged, so that a report can list them instead of crashing.
+
+The frame is built from ``MlflowClient.search_runs`` pages (the same data ``mlflow.search_runs``
+returns) so that reading a store never changes the caller's global tracking URI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reports import ReportError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# tidy column -> (param key, tag key) under which the harness logs it (tag as fallback)
+CONFIG_FIELDS: dict[str, tuple[str, str | None]] = {
+    "method": ("method.name", "method"),
+    "budget": ("method.budget", "budget"),
+    "K": ("method.num_chunks", None),
+    "utility": ("method.utility", None),
+    "gamma": ("method.gamma", None),
+    "sample_frac": ("method.sample_frac", None),
+    "thresholds": ("method.thresholds", None),
+    "padding": ("method.padding", None),
+    "dataset": ("data.name", "dataset"),
+    "dim": ("model.dim", None),
+}
+SEED_FIELD = ("seed", "seed")
+FLOAT_FIELDS = frozenset({"budget", "gamma", "sample_frac"})
+INT_FIELDS = frozenset({"K", "dim", "seed"})
+KEPT_TAGS = ("dataset_fingerprint", "git_commit", "torch_version", "device", "experiment")
+
+FINAL_METRICS = (
+    "val/ne", "val/auc", "val/logloss", "test/ne", "test/auc", "test/logloss", "bayes_ne",
+    "mem/weights_bytes", "mem/optimizer_bytes", "mem/index_bytes", "mem/utility_bytes",
+    "mem/total_bytes", "mem/train_peak_bytes", "mem/compression", "mem/total_compression",
+    "mem/peak_rss_bytes", "perf/train_samples_per_s", "perf/eval_samples_per_s",
+    "perf/step_ms_p50", "perf/step_ms_p99", "prune/event_seconds",
+)
+# Without these a run cannot be placed on any figure: it is excluded and listed.
+CORE_METRICS = ("val/ne", "mem/total_bytes")
+# Only some runs have these (synthetic data; pruning methods), so their absence is no fault.
+OPTIONAL_METRICS = frozenset({"bayes_ne", "prune/event_seconds"})
+EXPECTED_METRICS = tuple(m for m in FINAL_METRICS if m not in OPTIONAL_METRICS)
+
+# Params that differ per run without defining a config (seeds, paths, launcher bookkeeping).
+_NOT_CONFIG = re.compile(
+    r"(^|\.)seed$|(^|\.)\w*(dir|path|file|uri)$|^hydra\.|^tracking\.|^experiment$")
+_NULLS = frozenset({"", "None", "none", "null", "nan"})
+_PAGE = 1000
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The URI to read: given, else $MLFLOW_TRACKING_URI, else ./mlflow.db; sqlite made absolute.
+
+    An absolute sqlite path lets a notebook kernel in another directory read the same store, and
+    a missing file is an error here, because opening it would silently create an empty store.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    path = sqlite_path(uri)
+    if path is None:
+        return uri
+    if not path.is_file():
+        raise ReportError(
+            f"no MLflow store at {path} (tracking URI {uri!r}); run an experiment first "
+            f"(fiited-bench ...) or pass --tracking-uri")
+    return f"sqlite:///{path}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative paths against the cwd), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):]).expanduser().absolute()
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_names(tracking_uri: str) -> list[str]:
+    return sorted(e.name for e in _client(tracking_uri).search_experiments())
+
+
+@dataclass
+class RunTable:
+    """All runs of one experiment, and which columns tell one config from another."""
+
+    experiment: str
+    experiment_id: str
+    tracking_uri: str
+    frame: pd.DataFrame
+    config_columns: list[str]
+
+    @property
+    def complete(self) -> pd.DataFrame:
+        """Finished runs with the core metrics: the ones every figure and table uses."""
+        return self.frame[self.frame["complete"]]
+
+    @property
+    def missing(self) -> pd.DataFrame:
+        """Runs that failed, are unfinished, or lack expected metrics, and whether they are used."""
+        f = self.frame
+        bad = f[~f["complete"] | (f["missing_metrics"] != "")]
+        cols = ["run_id", "run_name", *self.config_columns, "seed", "status", "missing_metrics"]
+        out = bad[[c for c in dict.fromkeys(cols) if c in bad]].copy()
+        out["excluded"] = ~bad["complete"]
+        return out.reset_index(drop=True)
+
+    @property
+    def ne_metric(self) -> str:
+        """The NE the figures use: test NE where the runs have it, else validation NE."""
+        c = self.complete
+        return "test/ne" if "test/ne" in c and c["test/ne"].notna().any() else "val/ne"
+
+    def has(self, metric: str) -> bool:
+        return metric in self.frame and self.complete[metric].notna().any()
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None) -> RunTable:
+    """Every active run of ``experiment`` as a :class:`RunTable`; unknown names list the known."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        known = experiment_names(uri)
+        raise ReportError(
+            f"experiment {experiment!r} does not exist in {uri}; experiments there: "
+            + (", ".join(known) if known else "(none)"))
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    frame = tidy_frame(runs)
+    return RunTable(experiment, exp.experiment_id, uri, frame, config_columns(frame))
+
+
+def tidy_frame(runs: Iterable) -> pd.DataFrame:
+    """MLflow ``Run`` objects -> the tidy frame described in the module docstring."""
+    rows = []
+    for run in runs:
+        params, tags = run.data.params, run.data.tags
+        row = {"run_id": run.info.run_id, "run_name": run.info.run_name,
+               "status": run.info.status, "start_time": run.info.start_time}
+        for col, (pkey, tkey) in {**CONFIG_FIELDS, "seed": SEED_FIELD}.items():
+            row[col] = params.get(pkey, tags.get(tkey) if tkey else None)
+        known = {p for p, _ in CONFIG_FIELDS.values()} | {SEED_FIELD[0]}
+        row.update({k: v for k, v in params.items() if k not in known and k not in row})
+        row.update({f"tag.{t}": tags[t] for t in KEPT_TAGS if t in tags})
+        row.update(run.data.metrics)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run_id", "run_name", "status", "start_time",
+                                      *CONFIG_FIELDS, "seed"])
+    for col in frame.columns:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+            frame[col] = frame[col].map(lambda v: np.nan if isinstance(v, str) and v in _NULLS
+                                        else v)
+    for col in FLOAT_FIELDS:
+        frame[col] = _numeric(frame, col)
+    for col in INT_FIELDS:
+        frame[col] = _numeric(frame, col).round().astype("Int64")
+    extra = [c for c in frame.columns if "." in c and not c.startswith("tag.")]
+    for col in extra:
+        try:
+            frame[col] = pd.to_numeric(frame[col])
+        except (ValueError, TypeError):
+            pass
+    for m in CORE_METRICS + EXPECTED_METRICS:
+        if m not in frame:
+            frame[m] = np.nan
+    has = frame[list(EXPECTED_METRICS)].notna()
+    frame["missing_metrics"] = [", ".join(m for m in EXPECTED_METRICS if not ok[m])
+                                for _, ok in has.iterrows()]
+    frame["complete"] = (frame["status"] == "FINISHED") & frame[list(CORE_METRICS)].notna().all(
+        axis=1)
+    return frame.sort_values(["method", "budget", "seed"], ascending=[True, False, True],
+                             na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _numeric(frame: pd.DataFrame, name: str) -> pd.Series:
+    col = frame[name]
+    out = pd.to_numeric(col, errors="coerce")
+    bad = out.isna() & col.notna()
+    if bad.any():
+        i = bad.idxmax()
+        raise ReportError(f"run {frame.at[i, 'run_id']}: param/tag {name!r} = {col[i]!r} "
+                          f"is not a number")
+    return out.astype(float)
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that define a config: method, budget, and whatever else varies within a method.
+
+    A param that only differs between methods (each method's own knobs) says nothing the
+    method name does not, so it would only add empty columns to the tables.
+    """
+    cols = ["method", "budget"]
+    done = frame[frame["complete"]] if "complete" in frame else frame
+    if done.empty:
+        return cols
+    metrics = set(FINAL_METRICS) | {c for c in frame.columns if "/" in c}
+    skip = {"run_id", "run_name", "status", "start_time", "seed", "missing_metrics",
+            "complete", *cols, *metrics}
+    candidates = [c for c in CONFIG_FIELDS if c not in skip] + [
+        c for c in frame.columns if "." in c and not c.startswith("tag.") and c not in skip
+        and not _NOT_CONFIG.search(c)]
+    by_method = done.groupby("method", dropna=False)
+    for c in candidates:
+        if c in done and by_method[c].nunique(dropna=True).gt(1).any():
+            cols.append(c)
+    return cols
+
+
+def representatives(table: RunTable) -> pd.DataFrame:
+    """One complete run per config (its lowest seed), for per-run views such as time series."""
+    done = table.complete
+    if done.empty:
+        return done
+    return (done.sort_values("seed", na_position="last", kind="stable")
+            .groupby(table.config_columns, dropna=False, sort=False).head(1))
+
+
+def metric_history(table: RunTable, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
+    """Logged time series as a long frame: run_id, key, step, value (absent keys are skipped)."""
+    client = _client(table.tracking_uri)
+    have = table.frame.set_index("run_id")
+    rows = []
+    for rid in run_ids:
+        for key in keys:
+            if key in have.columns and pd.isna(have.at[rid, key]):
+                continue
+            rows.extend((rid, key, m.step, m.value) for m in client.get_metric_history(rid, key))
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def load_dims(table: RunTable, run_ids: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """``dims.json`` of each run as a long frame (run_id, table, width, count) plus problems.
+
+    A run without the artifact is skipped; a malformed one is skipped and named in the
+    problems, so one bad file does not take the whole report down.
+    """
+    client = _client(table.tracking_uri)
+    rows, problems = [], []
+    with tempfile.TemporaryDirectory(prefix="fiited-dims-") as tmp:
+        for rid in run_ids:
+            if "dims.json" not in {a.path for a in client.list_artifacts(rid)}:
+                continue
+            path = Path(client.download_artifacts(rid, "dims.json", os.path.join(tmp, rid)))
+            try:
+                rows.extend((rid, *r) for r in parse_dims(path.read_text()))
+            except ValueError as e:
+                problems.append(f"run {rid}: dims.json: {e}")
+    return pd.DataFrame(rows, columns=["run_id", "table", "width", "count"]), problems
+
+
+def parse_dims(text: str) -> list[tuple[str, int, int]]:
+    """``{table: [rows with kept width 0, 1, .., D]}`` -> (table, width, count) triples."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an object of table -> counts, got {type(data).__name__}")
+    out = []
+    for name, counts in data.items():
+        if not isinstance(counts, list) or not all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0
+                for c in counts):
+            raise ValueError(f"table {name!r}: expected a list of non-negative counts per kept "
+                             f"width 0..D, got {str(counts)[:60]}")
+        out.extend((name, w, int(c)) for w, c in enumerate(counts))
+    return out
