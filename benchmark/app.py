@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,15 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
     artifact_root = tc.artifact_root
     if artifact_root and "://" not in artifact_root:
         artifact_root = (launch_dir / artifact_root).resolve().as_uri()
+    rank = int(os.environ.get("RANK", "0")) if cfg.train.distributed else 0
     tracker = Tracker(uri, tc.experiment, tc.run_name or _default_run_name(cfg),
-                      enabled=bool(tc.enabled), artifact_root=artifact_root,
+                      enabled=bool(tc.enabled) and rank == 0, artifact_root=artifact_root,
                       flush_every=int(tc.flush_every))
     try:
-        trainer = Trainer(cfg, run_dir, launch_dir, tracker=tracker)
+        trainer_cls = Trainer
+        if cfg.train.distributed:  # torchrun: tables sharded across ranks, MLPs under DDP
+            from benchmark.distributed.trainer import DistributedTrainer as trainer_cls
+        trainer = trainer_cls(cfg, run_dir, launch_dir, tracker=tracker)
         m = trainer.data.manifest
         tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         tracker.set_tags({

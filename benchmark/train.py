@@ -134,21 +134,13 @@ class Trainer:
         m = self.data.manifest
         self.tables = [TableSpec(n, int(c)) for n, c in zip(m.feature_names, m.cardinalities)]
         self.sparse_opt = SparseOptimConfig(**OmegaConf.to_container(tc.sparse_optimizer))
-        method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-        model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
-        self.emb: EmbeddingMethod = build_method(method_cfg, self.tables, model_cfg.dim,
-                                                 self.sparse_opt, seed=int(cfg.seed))
+        self.model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+        self.emb: EmbeddingMethod = self.build_embeddings()
         self.emb.validate_ids = bool(tc.validate_ids)
-        self.model = DLRM(model_cfg, m.num_dense, self.emb).to(self.device)
+        self.model = self.build_model()
         self.dense_opt = make_dense_optimizer(tc.dense_optimizer, self.model.dense_parameters(),
                                               tc.dense_lr)
-        dc = cfg.data
-        self.train_loader = BatchLoader(self.data, "train", tc.batch_size, shuffle=True,
-                                        seed=int(cfg.seed), max_rows=dc.max_train_rows)
-        self.val_loader = BatchLoader(self.data, "val", tc.eval_batch_size, shuffle=False,
-                                      max_rows=dc.max_eval_rows)
-        self.test_loader = BatchLoader(self.data, "test", tc.eval_batch_size, shuffle=False,
-                                       max_rows=dc.max_eval_rows)
+        self.train_loader, self.val_loader, self.test_loader = self.build_loaders()
         self.base_rate = float(m.click_rate)
         steps_per_epoch = len(self.train_loader)
         self.total_steps = steps_per_epoch * int(tc.epochs)
@@ -162,6 +154,35 @@ class Trainer:
         self.peak_total = 0
         self.timing = Timing(warmup=int(tc.warmup_steps))
         self.history: list[dict[str, Any]] = []
+
+    # ---- construction (a distributed trainer overrides these) ----------------------------
+    def build_embeddings(self) -> EmbeddingMethod:
+        method_cfg = OmegaConf.to_container(self.cfg.method, resolve=True)
+        return build_method(method_cfg, self.tables, self.model_cfg.dim, self.sparse_opt,
+                            seed=int(self.cfg.seed))
+
+    def build_model(self) -> torch.nn.Module:
+        return DLRM(self.model_cfg, self.data.manifest.num_dense, self.emb).to(self.device)
+
+    def build_loaders(self) -> tuple[BatchLoader, BatchLoader, BatchLoader]:
+        tc, dc = self.cfg.train, self.cfg.data
+        train = BatchLoader(self.data, "train", tc.batch_size, shuffle=True,
+                            seed=int(self.cfg.seed), max_rows=dc.max_train_rows)
+        val = BatchLoader(self.data, "val", tc.eval_batch_size, shuffle=False,
+                          max_rows=dc.max_eval_rows)
+        test = BatchLoader(self.data, "test", tc.eval_batch_size, shuffle=False,
+                           max_rows=dc.max_eval_rows)
+        return train, val, test
+
+    def train_step(self, batch, loss_fn) -> torch.Tensor:
+        """Forward, backward (the sparse update runs inside), dense optimizer step."""
+        dense, ids = batch.dense.to(self.device), batch.ids.to(self.device)
+        labels = batch.labels.to(self.device)
+        loss = loss_fn(self.model(dense, ids), labels)
+        self.dense_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.dense_opt.step()
+        return loss
 
     # ---- pieces --------------------------------------------------------------------------
     def _log(self, metrics: dict[str, float], step: int) -> None:
@@ -230,13 +251,7 @@ class Trainer:
             self.train_loader.set_epoch(self.epoch)
             for batch in self.train_loader:
                 t0 = time.perf_counter()
-                dense, ids = batch.dense.to(self.device), batch.ids.to(self.device)
-                labels = batch.labels.to(self.device)
-                logits = self.model(dense, ids)
-                loss = loss_fn(logits, labels)
-                self.dense_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.dense_opt.step()
+                loss = self.train_step(batch, loss_fn)
                 self.step += 1
                 events = self.emb.on_step(self.step)
                 end = time.perf_counter()

@@ -84,7 +84,8 @@ def sample_rows(table_rows: list[int], policy: PrunePolicy, generator: torch.Gen
             stride = policy.sample_stride
             if policy.min_sample_rows > 0:
                 stride = min(stride, max(1, n // policy.min_sample_rows))
-            rows = torch.arange(step % stride, n, stride)
+            offset = step % stride
+            rows = torch.arange(offset, n, stride) if offset < n else torch.arange(0)
         if rows.numel() == 0:
             rows = torch.arange(n)
         out.append((rows, n / rows.numel()))

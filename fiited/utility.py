@@ -64,14 +64,15 @@ class ChunkUtility(nn.Module):
             return
         scale = self._scale()
         norms = norms.float()
+        # (index_add_ with alpha= takes a slow path on CPU: scale the values instead.)
         if self.kind == "freq_grad":
-            self.util.index_add_(0, rows, norms, alpha=scale)
+            self.util.index_add_(0, rows, norms * scale if scale != 1.0 else norms)
         elif self.kind == "freq":
-            self.util.index_add_(0, rows, torch.ones_like(norms), alpha=scale)
+            self.util.index_add_(0, rows, norms.new_full(norms.shape, scale))
         else:  # grad: the mean over the occurrences of each row
             uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
             sums = norms.new_zeros(uniq.numel(), norms.shape[1]).index_add_(0, inverse, norms)
-            self.util.index_add_(0, uniq, sums / counts.unsqueeze(1).float(), alpha=scale)
+            self.util.index_add_(0, uniq, sums * (scale / counts.unsqueeze(1).float()))
 
     def advance(self) -> None:
         """One training step done. Renormalise before the next scale would pass the limit."""

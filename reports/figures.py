@@ -7,6 +7,7 @@ backend, leaks no global figure state, and the same code renders inline in a not
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -57,22 +58,47 @@ def draw_all(data: ReportData, out_dir: Path | None = None, dpi: int = 110,
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def label(frame: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
-    """A readable config name per row: the method bare, the other fields as key=value."""
+def label(frame: pd.DataFrame, cols: Sequence[str], defaults: dict | None = None) -> pd.Series:
+    """A readable config name per row: the method bare, then key=value for the budget and for
+    every other field that differs from the method's usual value (``defaults``), so that a
+    sweep's lines read "fiited budget=0.1 K=2" rather than listing every knob."""
+    defaults = defaults or {}
+
     def one(row) -> str:
-        parts = [(str(row[c]) if c == "method" else f"{c}={_short(row[c])}")
-                 for c in cols if pd.notna(row[c])]
+        parts = []
+        for c in cols:
+            v = row[c]
+            if pd.isna(v):
+                continue
+            if c == "method":
+                parts.append(str(v))
+            elif c == "budget" or defaults.get((row.get("method"), c)) != v:
+                parts.append(f"{c}={_short(v)}")
         return " ".join(parts) or "all runs"
     if frame.empty:
         return pd.Series([], dtype=str, index=frame.index)
     return frame.apply(one, axis=1)
 
 
+def usual_values(data: ReportData) -> dict:
+    """(method, field) -> the field's most common value among the method's complete runs."""
+    runs = data.runs.complete
+    out = {}
+    for c in data.runs.config_columns:
+        if c in ("method", "budget"):
+            continue
+        for method, vals in runs.groupby("method")[c]:
+            mode = vals.dropna().mode()
+            if len(mode):
+                out[(method, c)] = mode.iloc[0]
+    return out
+
+
 def _short(v) -> str:
     return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
-def _panels(n: int, ncols: int = 3, w: float = 5.0, h: float = 3.8):
+def _panels(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.5):
     ncols = max(1, min(n, ncols))
     nrows = -(-n // ncols)
     fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
@@ -80,6 +106,12 @@ def _panels(n: int, ncols: int = 3, w: float = 5.0, h: float = 3.8):
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def _palette(labels) -> dict:
+    """One colour per label for the whole figure, so one legend serves every panel."""
+    levels = list(dict.fromkeys(labels))
+    return dict(zip(levels, sns.color_palette(n_colors=max(len(levels), 1))))
 
 
 def _runs(data: ReportData, col: str | None = None, exclude: Sequence[str] = ()) -> pd.DataFrame:
@@ -90,7 +122,7 @@ def _runs(data: ReportData, col: str | None = None, exclude: Sequence[str] = ())
             return runs.iloc[:0]
         runs = runs[runs[col].notna()]
     cols = [c for c in data.runs.config_columns if c not in exclude]
-    runs["label"] = label(runs, cols)
+    runs["label"] = label(runs, cols, usual_values(data))
     return runs
 
 
@@ -111,13 +143,22 @@ def _uniform_line(ax, data: ReportData, runs: pd.DataFrame, metric: str) -> None
         ax.axhline(v, ls="--", color="black", lw=1, label="uniform, full size")
 
 
-def _finish(ax, title: str | None = None, legend: bool = True) -> None:
-    if title:
-        ax.set_title(title)
-    if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="x-small", title_fontsize="x-small")
-    elif ax.get_legend() is not None:
-        ax.get_legend().remove()
+def _title(ax, text: str) -> None:
+    ax.set_title("\n".join(textwrap.wrap(text, 48)), fontsize="small")
+
+
+def _legend(fig: Figure, axes, title: str | None = None) -> Figure:
+    """Move the panels' legends into one legend right of the figure."""
+    seen = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if seen:
+        fig.legend(seen.values(), seen.keys(), loc="outside right upper", fontsize="x-small",
+                   title=title, title_fontsize="x-small")
+    return fig
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -131,18 +172,19 @@ def ne_vs_memory(data: ReportData) -> Figure | None:
     # seeds of one config share one x, so seaborn's error bars are the seed spread of NE
     runs["memory"] = runs.groupby(data.runs.config_columns, dropna=False)[MEM].transform("mean")
     groups = list(runs.groupby("dataset", dropna=False)) if "dataset" in runs else [(None, runs)]
-    fig, axes = _panels(len(groups), ncols=2, w=6.5, h=4.5)
+    fig, axes = _panels(len(groups), ncols=2, w=6.0, h=4.4)
+    pal = _palette(runs["label"])
     for ax, (ds, part) in zip(axes, groups):
-        sns.lineplot(part, x="memory", y=ne, hue="label", marker="o", errorbar="sd",
-                     err_style="bars", ax=ax)
+        sns.lineplot(part, x="memory", y=ne, hue="label", palette=pal, marker="o",
+                     errorbar="sd", err_style="bars", ax=ax)
         _uniform_line(ax, data, part, ne)
         if data.runs.has("bayes_ne") and part["bayes_ne"].notna().any():
             ax.axhline(part["bayes_ne"].mean(), ls=":", color="gray", lw=1, label="Bayes NE")
         ax.set_xscale("log")
         ax.set_xlabel("total embedding memory (bytes, log)")
         ax.set_ylabel(ne)
-        _finish(ax, f"NE vs memory{'' if pd.isna(ds) else f' ({ds})'}")
-    return fig
+        _title(ax, f"NE vs memory{'' if pd.isna(ds) else f' ({ds})'}")
+    return _legend(fig, axes)
 
 
 def k_ablation(data: ReportData) -> Figure | None:
@@ -154,13 +196,14 @@ def k_ablation(data: ReportData) -> Figure | None:
     metrics = [m for m in (MEM, data.runs.ne_metric, "perf/step_ms_p50") if data.runs.has(m)]
     fig, axes = _panels(len(metrics))
     ks = sorted(runs["K"].unique())
+    pal = _palette(runs["label"])
     for ax, m in zip(axes, metrics):
-        sns.lineplot(runs, x="K", y=m, hue="label", marker="o", errorbar="sd",
+        sns.lineplot(runs, x="K", y=m, hue="label", palette=pal, marker="o", errorbar="sd",
                      err_style="bars", ax=ax)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [f"{k:g}" for k in ks])
-        _finish(ax, m)
-    return fig
+        _title(ax, m)
+    return _legend(fig, axes)
 
 
 def _variants(data: ReportData, col: str, metrics: Sequence[str]) -> Figure | None:
@@ -170,18 +213,20 @@ def _variants(data: ReportData, col: str, metrics: Sequence[str]) -> Figure | No
     if runs.empty or not metrics:
         return None
     runs[col] = runs[col].astype(str)
-    fig, axes = _panels(len(metrics), w=5.5, h=4.2)
+    fig, axes = _panels(len(metrics))
+    pal = _palette(sorted(runs[col].unique()))
     for ax, m in zip(axes, metrics):
-        sns.barplot(runs, x="label", y=m, hue=col, errorbar="sd", capsize=0.1, ax=ax)
+        sns.barplot(runs, x="label", y=m, hue=col, palette=pal, hue_order=list(pal),
+                    errorbar="sd", capsize=0.1, ax=ax)
         if m == data.runs.ne_metric:
             _uniform_line(ax, data, runs, m)
             lo, hi = runs[m].min(), runs[m].max()
             pad = max(hi - lo, 1e-4 * abs(hi))
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel("")
-        ax.tick_params(axis="x", labelrotation=20, labelsize="x-small")
-        _finish(ax, m)
-    return fig
+        ax.tick_params(axis="x", labelrotation=15, labelsize="x-small")
+        _title(ax, m)
+    return _legend(fig, axes, title=col)
 
 
 def utility_ablation(data: ReportData) -> Figure | None:
@@ -208,14 +253,14 @@ def decay_sampling_heatmap(data: ReportData) -> Figure | None:
         return None
     groups = list(runs.groupby("label", sort=False))[: MAX_PANELS // 2]
     ne = data.runs.ne_metric
-    fig, axes = _panels(2 * len(groups), ncols=2, w=5.5, h=4.0)
+    fig, axes = _panels(2 * len(groups), ncols=2, w=5.0, h=3.6)
     for i, (name, part) in enumerate(groups):
         for ax, m, fmt in ((axes[2 * i], ne, ".5g"), (axes[2 * i + 1], MEM, ".3g")):
             grid = part.pivot_table(index="gamma", columns="sample_frac", values=m,
                                     aggfunc="mean")
             sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", ax=ax,
                         annot_kws={"fontsize": "x-small"})
-            ax.set_title(f"{m}: {name}", fontsize="small")
+            _title(ax, f"{m}: {name}")
     return fig
 
 
@@ -229,38 +274,38 @@ def kept_fraction_over_time(data: ReportData) -> Figure | None:
     if hist.empty:
         return None
     hist["position"] = hist["key"].str.extract(_KEPT_FRAC.pattern, expand=False).astype(int)
-    hist["label"] = label(hist, data.runs.config_columns)
+    hist["label"] = label(hist, data.runs.config_columns, usual_values(data))
     groups = list(hist.groupby("label", sort=False))[:MAX_PANELS]
-    fig, axes = _panels(len(groups))
+    positions = sorted(hist["position"].unique())
+    pal = dict(zip(positions, sns.color_palette("viridis", n_colors=len(positions))))
+    fig, axes = _panels(len(groups), ncols=4, w=3.6, h=2.8)
     for ax, (name, part) in zip(axes, groups):
-        sns.lineplot(part, x="step", y="value", hue="position", palette="viridis",
-                     marker=".", ax=ax)
+        sns.lineplot(part, x="step", y="value", hue="position", palette=pal, ax=ax)
         ax.set_ylabel("kept fraction")
         ax.set_ylim(-0.02, 1.02)
-        _finish(ax, name)
-    return fig
+        _title(ax, name)
+    return _legend(fig, axes, title="chunk position")
 
 
 def throughput_ratio(data: ReportData) -> Figure | None:
     """Train samples/s of each config over uniform's (full size), measured in one experiment."""
     metric = "perf/train_samples_per_s"
     runs = _runs(data, metric, exclude=("budget",))
-    if runs.empty:
+    if runs.empty or uniform_runs(data.runs).empty:
         return None
     runs["ratio"] = runs[metric] / uniform_mean(data.runs, runs, metric)
     runs = runs[runs["ratio"].notna()]
-    if runs.empty or uniform_runs(data.runs).empty:
+    if runs.empty:
         return None
     order = sorted(runs["budget"].dropna().unique(), reverse=True)
-    runs["budget"] = runs["budget"].astype(float)
-    fig, axes = _panels(1, w=max(6.0, 0.9 * len(order) + 4), h=4.2)
+    fig, axes = _panels(1, w=max(5.0, 0.8 * len(order) + 3.5), h=4.0)
     ax = axes[0]
-    sns.barplot(runs, x="budget", y="ratio", hue="label", order=order, errorbar="sd",
-                capsize=0.1, ax=ax)
+    sns.barplot(runs, x="budget", y="ratio", hue="label", palette=_palette(runs["label"]),
+                order=order, errorbar="sd", capsize=0.1, ax=ax)
     ax.axhline(1.0, ls="--", color="black", lw=1)
     ax.set_ylabel("train samples/s vs uniform (full size)")
-    _finish(ax, "throughput ratio to uniform")
-    return fig
+    _title(ax, "throughput ratio to uniform")
+    return _legend(fig, axes)
 
 
 def kept_width_hist(data: ReportData) -> Figure | None:
@@ -272,21 +317,23 @@ def kept_width_hist(data: ReportData) -> Figure | None:
         return None
     per = dims.groupby(["run_id", "width"], as_index=False)["count"].sum()
     per["fraction"] = per["count"] / per.groupby("run_id")["count"].transform("sum")
+    per = per[per.groupby("width")["count"].transform("sum") > 0]   # widths some row keeps
+    meta = dims.drop_duplicates("run_id").set_index("run_id")[data.runs.config_columns]
+    per = per.join(meta, on="run_id")
     cols = [c for c in data.runs.config_columns if c != "budget"]
-    meta = dims.drop_duplicates("run_id").set_index("run_id")
-    per = per.join(meta[[*data.runs.config_columns]], on="run_id")
-    per["label"] = label(per, cols)
-    groups = list(per.groupby("budget", dropna=False, sort=False))
-    groups.sort(key=lambda g: -g[0] if pd.notna(g[0]) else 0)
-    groups = groups[:MAX_PANELS]
-    fig, axes = _panels(len(groups), ncols=4, w=4.2, h=3.5)
+    per["label"] = label(per, cols, usual_values(data))
+    groups = sorted(per.groupby("budget", dropna=False),
+                    key=lambda g: -g[0] if pd.notna(g[0]) else 0)[:MAX_PANELS]
+    fig, axes = _panels(len(groups), ncols=3, w=4.6, h=3.4)
+    pal = _palette(per["label"])
+    widths = sorted(per["width"].unique())
     for ax, (budget, part) in zip(axes, groups):
-        sns.lineplot(part, x="width", y="fraction", hue="label", marker="o",
-                     drawstyle="steps-mid", ax=ax)
+        sns.barplot(part, x="width", y="fraction", hue="label", palette=pal, order=widths,
+                    ax=ax)
         ax.set_xlabel("kept width")
         ax.set_ylabel("fraction of rows")
-        _finish(ax, f"budget {budget:g}" if pd.notna(budget) else None)
-    return fig
+        _title(ax, f"budget {budget:g}" if pd.notna(budget) else "budget unknown")
+    return _legend(fig, axes)
 
 
 def ne_over_time(data: ReportData) -> Figure | None:
@@ -296,14 +343,15 @@ def ne_over_time(data: ReportData) -> Figure | None:
     hist = data.history(["val/ne"])
     if hist.empty or hist.groupby("run_id")["step"].nunique().max() < 2:
         return None
-    hist["label"] = label(hist, [c for c in data.runs.config_columns if c != "method"])
+    hist["label"] = label(hist, data.runs.config_columns, usual_values(data))
     groups = list(hist.groupby("method", dropna=False, sort=False))[:MAX_PANELS]
     fig, axes = _panels(len(groups))
+    pal = _palette(hist["label"])
     for ax, (method, part) in zip(axes, groups):
-        sns.lineplot(part, x="step", y="value", hue="label", ax=ax)
+        sns.lineplot(part, x="step", y="value", hue="label", palette=pal, ax=ax)
         ax.set_ylabel("val/ne")
-        _finish(ax, str(method))
-    return fig
+        _title(ax, str(method))
+    return _legend(fig, axes)
 
 
 FIGURES: tuple[FigureSpec, ...] = (

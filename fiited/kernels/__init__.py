@@ -51,4 +51,30 @@ def register_backend(device_type: str, name: str, gather_fn: Callable, update_fn
     _BACKENDS[device_type] = (name, gather_fn, update_fn)
 
 
+def _register_builtin_backends() -> None:
+    """CPU tensors -> the fused CPU path; CUDA tensors -> Triton when it is installed.
+
+    Triton is imported on the first CUDA call, not here, so importing the kernels stays cheap
+    and works with torch alone.
+    """
+    import importlib.util
+
+    from fiited.kernels import cpu
+
+    register_backend("cpu", "cpu", cpu.gather, cpu.backward_update)
+    if importlib.util.find_spec("triton") is not None:
+        def triton_gather(pool, rows):
+            from fiited.kernels import triton_kernels
+            return triton_kernels.gather(pool, rows)
+
+        def triton_update(pool, state, rows, grad, opt):
+            from fiited.kernels import triton_kernels
+            return triton_kernels.backward_update(pool, state, rows, grad, opt)
+
+        register_backend("cuda", "triton", triton_gather, triton_update)
+
+
+_register_builtin_backends()
+
+
 __all__ = ["backend_name", "backward_update", "gather", "lookup", "register_backend", "set_backend"]

@@ -52,6 +52,14 @@ void parallel_for(int64_t n, int threads, int64_t grain, const F& fn) {
   for (auto& w : workers) w.join();
 }
 
+constexpr int64_t kAhead = 12;  // occurrences to prefetch ahead on random row reads
+
+inline void prefetch_row(const float* row, int64_t c, int write) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t o = 0; o < c * int64_t(sizeof(float)); o += 64)
+    write ? __builtin_prefetch(p + o, 1) : __builtin_prefetch(p + o, 0);
+}
+
 inline float sum_squares(const float* g, int64_t c) {
   float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
@@ -68,6 +76,10 @@ int64_t gather_impl(const float* pool, int64_t P, int64_t C, const R* rows, int6
   parallel_for(M, threads, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)),
                [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
+      if (i + kAhead < e) {
+        int64_t ahead = (int64_t)rows[i + kAhead];
+        if (ahead >= 0 && ahead < P) prefetch_row(pool + ahead * C, C, 0);
+      }
       int64_t r = (int64_t)rows[i];
       float* dst = out + i * C;
       if (r >= 0 && r < P) {
@@ -134,6 +146,11 @@ int64_t update_impl(float* pool, int64_t P, int64_t C, float* state, const R* ro
       const uint64_t key = s[j] >> 32;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (; j < U && (s[j] >> 32) == key; ++j) {
+        if (j + kAhead < U) {  // random rows: ask for the next ones early
+          const uint64_t next = s[j + kAhead];
+          prefetch_row(grad + int64_t(next & 0xffffffffu) * C, C, 0);
+          prefetch_row(pool + int64_t(next >> 32) * C, C, 1);
+        }
         const int64_t occ = int64_t(s[j] & 0xffffffffu);
         const float* g = grad + occ * C;
         for (int64_t c = 0; c < C; ++c) acc[c] += g[c];

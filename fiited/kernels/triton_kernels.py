@@ -9,7 +9,8 @@ The update is sort-based, so a fixed input always gives the same bits (no float 
 3. ``_segment_kernel`` (one program per piece) sums its gradient slices tile by tile in a fixed
    order, writes the per-occurrence norms, and either applies the optimizer (a piece that is a
    whole segment: the common case) or leaves its partial sum.
-4. ``_finish_kernel`` sums the partials of the split segments in order and applies the optimizer.
+4. ``_finish_kernel`` (one program per split segment) sums its partials in order and applies
+   the optimizer.
 
 Absent chunks (rows < 0) sort first; their pieces only write norms.
 """
@@ -23,13 +24,12 @@ from fiited.kernels.reference import check_shapes
 from fiited.optim import SparseOptimConfig
 
 SEGMENT_TILE = 512  # max sorted occurrences per program in the update; a power of two
-_TILE_ELEMS = 4096  # elements of one [rows, C] tile a program holds at once
 
 
-def _blocks(c: int) -> tuple[int, int]:
+def _blocks(c: int, elems: int) -> tuple[int, int]:
+    """A [rows, C] tile of about ``elems`` elements (C padded to a power of two)."""
     block_c = max(16, triton.next_power_of_2(max(c, 1)))
-    block_r = max(1, min(128, _TILE_ELEMS // block_c))
-    return block_r, block_c
+    return max(1, min(128, elems // block_c)), block_c
 
 
 @triton.jit
@@ -73,12 +73,12 @@ def _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD: 
 
 
 @triton.jit
-def _segment_kernel(keys_ptr, perm_ptr, flag_ptr, bounds_ptr, grad_ptr, norms_ptr, partial_ptr,
-                    pool_ptr, state_ptr, C, lr, eps, ADAGRAD: tl.constexpr,
+def _segment_kernel(keys_ptr, perm_ptr, flag_ptr, starts_ptr, grad_ptr, norms_ptr, partial_ptr,
+                    split_ptr, pool_ptr, state_ptr, S, M, C, lr, eps, ADAGRAD: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     s = tl.program_id(0).to(tl.int64)
-    start = tl.load(bounds_ptr + s)
-    end = tl.load(bounds_ptr + s + 1)
+    start = tl.load(starts_ptr + s)
+    end = tl.load(starts_ptr + s + 1, mask=s + 1 < S, other=M)
     cols = tl.arange(0, BLOCK_C)
     cmask = cols < C
     acc = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -91,34 +91,33 @@ def _segment_kernel(keys_ptr, perm_ptr, flag_ptr, bounds_ptr, grad_ptr, norms_pt
         acc += tl.sum(g, axis=0)
         tl.store(norms_ptr + occ, tl.sqrt(tl.sum(g * g, axis=1)), mask=m)
     row = tl.load(keys_ptr + start).to(tl.int64)
-    whole = (tl.load(flag_ptr + start) != 0) & (tl.load(flag_ptr + end) != 0)
+    first = tl.load(flag_ptr + start) != 0
+    last = tl.load(flag_ptr + end) != 0
+    # 1 marks the first piece of a segment that continues in later pieces: _finish_kernel's work.
+    tl.store(split_ptr + s, ((row >= 0) & first & (last == 0)).to(tl.int8))
     if row >= 0:
-        if whole:
+        if first & last:
             _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD)
         else:
             tl.store(partial_ptr + s * C + cols, acc, mask=cmask)
 
 
 @triton.jit
-def _finish_kernel(keys_ptr, flag_ptr, bounds_ptr, partial_ptr, pool_ptr, state_ptr, C, lr, eps,
-                   ADAGRAD: tl.constexpr, BLOCK_C: tl.constexpr):
-    s = tl.program_id(0).to(tl.int64)
-    start = tl.load(bounds_ptr + s)
-    end = tl.load(bounds_ptr + s + 1)
-    row = tl.load(keys_ptr + start).to(tl.int64)
-    first = tl.load(flag_ptr + start) != 0
-    split = tl.load(flag_ptr + end) == 0
-    if (row >= 0) & first & split:
-        cols = tl.arange(0, BLOCK_C)
-        cmask = cols < C
-        acc = tl.load(partial_ptr + s * C + cols, mask=cmask, other=0.0)
-        t = s
-        more = split
-        while more:
-            t += 1
-            acc += tl.load(partial_ptr + t * C + cols, mask=cmask, other=0.0)
-            more = tl.load(flag_ptr + tl.load(bounds_ptr + t + 1)) == 0
-        _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD)
+def _finish_kernel(split_ptr, keys_ptr, flag_ptr, starts_ptr, partial_ptr, pool_ptr, state_ptr,
+                   S, M, C, lr, eps, ADAGRAD: tl.constexpr, BLOCK_C: tl.constexpr):
+    s = tl.load(split_ptr + tl.program_id(0))
+    row = tl.load(keys_ptr + tl.load(starts_ptr + s)).to(tl.int64)
+    cols = tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    acc = tl.load(partial_ptr + s * C + cols, mask=cmask, other=0.0)
+    t = s
+    more = t < S  # always true: a split segment has a next piece
+    while more:
+        t += 1
+        acc += tl.load(partial_ptr + t * C + cols, mask=cmask, other=0.0)
+        end = tl.load(starts_ptr + t + 1, mask=t + 1 < S, other=M)
+        more = tl.load(flag_ptr + end) == 0
+    _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD)
 
 
 def _check_rows(flat: torch.Tensor, max_row: int, num_rows: int) -> None:
@@ -128,29 +127,38 @@ def _check_rows(flat: torch.Tensor, max_row: int, num_rows: int) -> None:
                          f"{num_rows} rows")
 
 
-def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """out[n, k*C:(k+1)*C] = pool[rows[n, k]], or zeros where rows[n, k] < 0."""
+def gather(pool: torch.Tensor, rows: torch.Tensor, *, out: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """out[n, k*C:(k+1)*C] = pool[rows[n, k]], or zeros where rows[n, k] < 0.
+
+    ``out`` (optional, contiguous [N, K*C]) receives the result; checks poison it first.
+    """
     check_shapes(pool, rows)
     n, k = rows.shape
     p, c = pool.shape
     flat = rows.reshape(-1)
     m = flat.numel()
+    if out is None:
+        out = torch.empty(n, k * c, dtype=pool.dtype, device=pool.device)
     if m == 0 or c == 0:
-        return pool.new_zeros(n, k * c)
+        return out.zero_()
     _check_rows(flat, int(flat.max()), p)
     if p == 0:
-        return pool.new_zeros(n, k * c)
+        return out.zero_()
     pool = pool.contiguous()
-    out = torch.empty(n, k * c, dtype=pool.dtype, device=pool.device)
-    block_r, block_c = _blocks(c)
+    block_r, block_c = _blocks(c, 4096)
     _gather_kernel[(triton.cdiv(m, block_r),)](pool, flat.contiguous(), out, m, c,
                                                BLOCK_R=block_r, BLOCK_C=block_c)
     return out
 
 
 def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
-                    grad: torch.Tensor, opt: SparseOptimConfig) -> torch.Tensor:
-    """Coalesce duplicates, update present chunks in place, return per-occurrence norms [N, K]."""
+                    grad: torch.Tensor, opt: SparseOptimConfig, *,
+                    norms: torch.Tensor | None = None) -> torch.Tensor:
+    """Coalesce duplicates, update present chunks in place, return per-occurrence norms [N, K].
+
+    ``norms`` (optional, contiguous float32 [N, K]) receives the norms; checks poison it first.
+    """
     check_shapes(pool, rows)
     n, k = rows.shape
     p, c = pool.shape
@@ -163,30 +171,31 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
         raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
                          f"{state.dtype} {tuple(state.shape)}")
     m = n * k
+    if norms is None:
+        norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
     if m == 0 or c == 0:
-        return grad.new_zeros(n, k, dtype=torch.float32)
+        return norms.zero_()
     grad = grad.contiguous()
     keys, perm = torch.sort(rows.reshape(-1), stable=True)
     _check_rows(rows.reshape(-1), int(keys[-1]), p)
     if p == 0:  # nothing to update: every chunk is absent
-        return grad.view(n, k, c).float().norm(dim=2)
+        return norms.copy_(grad.view(n, k, c).float().norm(dim=2))
     flag = torch.empty(m + 1, dtype=torch.int8, device=pool.device)
     flag[m:].fill_(1)  # sentinel: "a segment starts" just past the end
     cut = torch.empty(m, dtype=torch.int8, device=pool.device)
-    block = 1024
-    _mark_kernel[(triton.cdiv(m, block),)](keys, flag, cut, m, TILE=SEGMENT_TILE, BLOCK=block)
+    _mark_kernel[(triton.cdiv(m, 1024),)](keys, flag, cut, m, TILE=SEGMENT_TILE, BLOCK=1024)
     starts = torch.nonzero(cut).view(-1)
     pieces = starts.numel()
-    bounds = torch.empty(pieces + 1, dtype=torch.int64, device=pool.device)
-    bounds[:pieces] = starts
-    bounds[pieces:].fill_(m)
-    norms = torch.empty(m, dtype=torch.float32, device=pool.device)
     partial = torch.empty(pieces, c, dtype=torch.float32, device=pool.device)
+    split = torch.empty(pieces, dtype=torch.int8, device=pool.device)
     st = state if adagrad else pool
-    block_r, block_c = _blocks(c)
-    _segment_kernel[(pieces,)](keys, perm, flag, bounds, grad, norms, partial, pool, st, c,
-                               float(opt.lr), float(opt.eps), ADAGRAD=adagrad,
-                               BLOCK_R=block_r, BLOCK_C=block_c)
-    _finish_kernel[(pieces,)](keys, flag, bounds, partial, pool, st, c, float(opt.lr),
-                              float(opt.eps), ADAGRAD=adagrad, BLOCK_C=block_c)
-    return norms.view(n, k)
+    block_r, block_c = _blocks(c, 1024)
+    _segment_kernel[(pieces,)](keys, perm, flag, starts, grad, norms, partial, split, pool, st,
+                               pieces, m, c, float(opt.lr), float(opt.eps), ADAGRAD=adagrad,
+                               BLOCK_R=block_r, BLOCK_C=block_c, num_warps=2)
+    firsts = torch.nonzero(split).view(-1)
+    if firsts.numel():
+        _finish_kernel[(firsts.numel(),)](firsts, keys, flag, starts, partial, pool, st, pieces,
+                                          m, c, float(opt.lr), float(opt.eps), ADAGRAD=adagrad,
+                                          BLOCK_C=block_c, num_warps=2)
+    return norms
