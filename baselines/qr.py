@@ -56,7 +56,7 @@ def split_rows(n: int, allowance: int) -> tuple[int, int]:
     if allowance >= n:
         return n, 0
     best = None
-    # m + ceil(n/m) is nondecreasing for m >= sqrt(n): start from the real-valued bound and step down.
+    # m + ceil(n/m) is nondecreasing for m >= sqrt(n): start at the real-valued bound, step down.
     disc = allowance * allowance - 4 * n
     if disc >= 0:
         m = min(n, (allowance + math.isqrt(disc)) // 2 + 1)

@@ -157,16 +157,20 @@ def group_capacities(table_rows: list[int], num_chunks: int, policy: PrunePolicy
     total = sum(table_rows) * num_chunks
     if policy.pool == "shared":
         return [min(budget_chunks, total)], [0] * len(table_rows)
-    if budget_chunks >= total:
-        caps = [n * num_chunks for n in table_rows]
-    else:
-        caps = [int(budget_chunks * n * num_chunks // total) for n in table_rows]
+    budget_chunks = min(budget_chunks, total)
+    shares = [budget_chunks * n * num_chunks for n in table_rows]     # / total, exactly
+    caps = [s // total for s in shares]
+    # Largest remainders get the chunks that flooring left over, so the sum is exact.
+    left = budget_chunks - sum(caps)
+    by_remainder = sorted(range(len(caps)), key=lambda t: (-(shares[t] % total), t))
+    for t in by_remainder[:left]:
+        caps[t] += 1
     return caps, list(range(len(table_rows)))
 
 
 # ---- the event ------------------------------------------------------------------------------
 def _clean(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in name)
 
 
 def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from reports.data import ReportData
 from reports.tables import uniform_mean, uniform_runs
@@ -36,7 +37,7 @@ class FigureSpec:
             return self.draw_fn(data)
 
 
-def draw_all(data: ReportData, out_dir: Path | None = None, dpi: int = 110,
+def draw_all(data: ReportData, out_dir: Path | None = None, dpi: int = 100,
              log: Callable[[str], None] = lambda s: None) -> dict[str, Figure | Path]:
     """Draw every figure the data supports; with ``out_dir``, save PNGs and return their paths."""
     out = {}
@@ -44,6 +45,8 @@ def draw_all(data: ReportData, out_dir: Path | None = None, dpi: int = 110,
         fig = spec.draw(data)
         if fig is None:
             log(f"  skip {spec.name}: experiment lacks the data")
+            if out_dir is not None:   # a PNG from an earlier report would now mislead
+                (out_dir / f"{spec.name}.png").unlink(missing_ok=True)
             continue
         if out_dir is None:
             out[spec.name] = fig
@@ -181,6 +184,7 @@ def ne_vs_memory(data: ReportData) -> Figure | None:
         if data.runs.has("bayes_ne") and part["bayes_ne"].notna().any():
             ax.axhline(part["bayes_ne"].mean(), ls=":", color="gray", lw=1, label="Bayes NE")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("total embedding memory (bytes, log)")
         ax.set_ylabel(ne)
         _title(ax, f"NE vs memory{'' if pd.isna(ds) else f' ({ds})'}")
@@ -220,7 +224,8 @@ def _variants(data: ReportData, col: str, metrics: Sequence[str]) -> Figure | No
                     errorbar="sd", capsize=0.1, ax=ax)
         if m == data.runs.ne_metric:
             _uniform_line(ax, data, runs, m)
-            lo, hi = runs[m].min(), runs[m].max()
+            ref = uniform_mean(data.runs, runs, m)
+            lo, hi = min(runs[m].min(), ref.min()), max(runs[m].max(), ref.max())
             pad = max(hi - lo, 1e-4 * abs(hi))
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel("")

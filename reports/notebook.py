@@ -58,9 +58,11 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout_s: int = 900) -> list[
         (spec_dir / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": f"Python ({KERNEL_NAME})", "language": "python"}))
+        # IPC sockets in the private temp dir: no TCP port, nothing reachable from outside
         km = KernelManager(kernel_name=KERNEL_NAME,
                            kernel_spec_manager=KernelSpecManager(
                                kernel_dirs=[str(spec_dir.parent)], ensure_native_kernel=False),
+                           transport="ipc", ip=str(Path(tmp) / "kernel"),
                            connection_file=str(Path(tmp) / "connection.json"))
         client = NotebookClient(nb, km=km, kernel_name=KERNEL_NAME, timeout=timeout_s,
                                 resources={"metadata": {"path": str(cwd)}})
@@ -69,6 +71,11 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout_s: int = 900) -> list[
         except (CellExecutionError, CellTimeoutError) as e:
             errors = error_cells(nb)
             return errors or [str(e).strip().splitlines()[-1]]
+        except Exception as e:  # the kernel did not start or died: say so, keep the report
+            return [f"kernel {sys.executable} -m ipykernel_launcher: {type(e).__name__}: {e}"]
+        finally:  # nbclient leaves a kernel it did not create running
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     return error_cells(nb)
 
 

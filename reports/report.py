@@ -3,6 +3,7 @@ opens with the figure-to-claim table."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,15 @@ class ReportOutputs:
 
 def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> ReportOutputs:
     out = ReportOutputs(cfg.out.absolute())
-    log(f"[1/5] reading runs of experiment {cfg.experiment!r}")
+    started = [time.perf_counter()]
+
+    def step(n: int, what: str) -> None:
+        if n > 1:
+            log(f"  ({time.perf_counter() - started[0]:.1f} s)")
+        started[0] = time.perf_counter()
+        log(f"[{n}/5] {what}")
+
+    step(1, f"reading runs of experiment {cfg.experiment!r}")
     data = load_report_data(cfg.experiment, cfg.tracking_uri)
     runs = data.runs
     out.missing = runs.missing
@@ -51,7 +60,7 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
     for _, r in out.missing.iterrows():
         log(f"  missing: {_describe(r, runs.config_columns)}")
 
-    log("[2/5] tables")
+    step(2, "tables")
     named = {"config_summary": data.summary,
              "compression_within": tables.compression_within(runs, data.summary),
              "missing_runs": out.missing}
@@ -59,7 +68,7 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
         out.tables[name] = tables.write_table(frame, out.out_dir / "tables", name)
         log(f"  {out.tables[name][0]} (+ .md)")
 
-    log("[3/5] figures")
+    step(3, "figures")
     out.figures = figures.draw_all(data, out.out_dir / "figures", log=log)
     claim_rows = claims.claim_table(
         [f"figures/{p.name}" for p in out.figures.values()] + ["tables/compression_within.csv",
@@ -68,19 +77,20 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
     out.tables["claims"] = tables.write_table(claim_rows, out.out_dir / "tables", "claims")
 
     if cfg.notebook:
-        log("[4/5] notebook: generate, execute (headless), export HTML")
+        step(4, "notebook: generate, execute (headless), export HTML")
         template = notebook.template_for(cfg.experiment)
         nb = notebook.render(template, {"experiment": cfg.experiment,
-                                        "tracking_uri": runs.tracking_uri})
+                                        "tracking_uri": runs.tracking_uri,
+                                        "figures_dir": str(out.out_dir / "figures")})
         out.notebook_errors = notebook.execute(nb, out.out_dir, cfg.notebook_timeout_s)
         out.notebook, out.html = notebook.export(nb, out.out_dir, cfg.experiment)
         for err in out.notebook_errors:
             log(f"  notebook error: {err}")
         log(f"  {out.notebook}\n  {out.html}")
     else:
-        log("[4/5] notebook: skipped (--no-notebook)")
+        step(4, "notebook: skipped (--no-notebook)")
 
-    log("[5/5] index")
+    step(5, "index")
     out.index = out.out_dir / "report.md"
     out.index.write_text(_index(cfg, data, out, claim_rows), encoding="utf-8")
     log(f"  {out.index}")

@@ -157,14 +157,15 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> RunTable:
 
 def tidy_frame(runs: Iterable) -> pd.DataFrame:
     """MLflow ``Run`` objects -> the tidy frame described in the module docstring."""
+    known = {p for p, _ in CONFIG_FIELDS.values()} | {SEED_FIELD[0]}
     rows = []
     for run in runs:
         params, tags = run.data.params, run.data.tags
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name,
-               "status": run.info.status, "start_time": run.info.start_time}
+               "status": run.info.status, "start_time": run.info.start_time,
+               "artifact_uri": run.info.artifact_uri}
         for col, (pkey, tkey) in {**CONFIG_FIELDS, "seed": SEED_FIELD}.items():
             row[col] = params.get(pkey, tags.get(tkey) if tkey else None)
-        known = {p for p, _ in CONFIG_FIELDS.values()} | {SEED_FIELD[0]}
         row.update({k: v for k, v in params.items() if k not in known and k not in row})
         row.update({f"tag.{t}": tags[t] for t in KEPT_TAGS if t in tags})
         row.update(run.data.metrics)
@@ -172,7 +173,7 @@ def tidy_frame(runs: Iterable) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=["run_id", "run_name", "status", "start_time",
-                                      *CONFIG_FIELDS, "seed"])
+                                      "artifact_uri", *CONFIG_FIELDS, "seed"])
     for col in frame.columns:
         if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
             frame[col] = frame[col].map(lambda v: np.nan if isinstance(v, str) and v in _NULLS
@@ -221,7 +222,8 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
     if done.empty:
         return cols
     metrics = set(FINAL_METRICS) | {c for c in frame.columns if "/" in c}
-    skip = {"run_id", "run_name", "status", "start_time", "seed", "missing_metrics",
+    skip = {"run_id", "run_name", "status", "start_time", "artifact_uri", "seed",
+            "missing_metrics",
             "complete", *cols, *metrics}
     candidates = [c for c in CONFIG_FIELDS if c not in skip] + [
         c for c in frame.columns if "." in c and not c.startswith("tag.") and c not in skip
@@ -262,17 +264,34 @@ def load_dims(table: RunTable, run_ids: Sequence[str]) -> tuple[pd.DataFrame, li
     problems, so one bad file does not take the whole report down.
     """
     client = _client(table.tracking_uri)
+    where = table.frame.set_index("run_id")["artifact_uri"]
     rows, problems = [], []
     with tempfile.TemporaryDirectory(prefix="fiited-dims-") as tmp:
         for rid in run_ids:
-            if "dims.json" not in {a.path for a in client.list_artifacts(rid)}:
-                continue
-            path = Path(client.download_artifacts(rid, "dims.json", os.path.join(tmp, rid)))
+            local = _local_path(where.get(rid))
+            if local is not None:   # the harness's default: read the file where it lies
+                path = local / "dims.json"
+                if not path.is_file():
+                    continue
+            else:
+                if "dims.json" not in {a.path for a in client.list_artifacts(rid)}:
+                    continue
+                path = Path(client.download_artifacts(rid, "dims.json", os.path.join(tmp, rid)))
             try:
                 rows.extend((rid, *r) for r in parse_dims(path.read_text()))
             except ValueError as e:
-                problems.append(f"run {rid}: dims.json: {e}")
+                problems.append(f"run {rid}: {path}: {e}")
     return pd.DataFrame(rows, columns=["run_id", "table", "width", "count"]), problems
+
+
+def _local_path(artifact_uri) -> Path | None:
+    if not isinstance(artifact_uri, str):
+        return None
+    if artifact_uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(artifact_uri).path))
+    return Path(artifact_uri) if artifact_uri.startswith("/") else None
 
 
 def parse_dims(text: str) -> list[tuple[str, int, int]]:

@@ -104,7 +104,9 @@ def compression_within(table: RunTable, summary: pd.DataFrame,
                 "n_runs": best["n_runs"], "note": "",
             })
             rows.append(row)
-    return pd.DataFrame(rows)
+    order = [*keys, "tolerance_pct", *cols, "compression", "total_compression", "ne", NE_DELTA,
+             "auc_delta", "n_runs", "note"]
+    return pd.DataFrame(rows, columns=order)
 
 
 def write_table(frame: pd.DataFrame, directory: Path, name: str) -> tuple[Path, Path]:
@@ -125,7 +127,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
         if c.endswith(" mean"):
             base, std = c[:-5], frame.get(f"{c[:-5]} std")
             cols.append(base)
-            cells.append([_fmt(m) + (f" ± {_fmt(s)}" if s is not None and _present(s) else "")
+            cells.append([_fmt(m) + (f" ± {_fmt(s, 2)}" if _present(s) else "")
                           for m, s in zip(frame[c], std if std is not None else [None] * len(frame))])
         else:
             cols.append(c)
@@ -143,11 +145,15 @@ def _present(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA
 
 
-def _fmt(v) -> str:
+def _fmt(v, digits: int = 6) -> str:
+    """Large numbers (bytes, samples/s) with thousands separators, others to ``digits``
+    significant digits; float noise around zero prints as 0."""
     if not _present(v):
         return ""
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
     if isinstance(v, (float, np.floating)):
-        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.6g}"
+        if abs(v) < 1e-12:
+            return "0"
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.{digits}g}"
     return str(v).replace("|", "\\|")

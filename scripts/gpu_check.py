@@ -151,8 +151,8 @@ def check_case(case, opt_name, kernels, device, seed):
 def run_correctness(kernels, device, tiny: bool):
     _, tk, _ = kernels
     cases = TINY_CASES if tiny else FULL_CASES
-    old_tile = tk.SEGMENT_TILE
-    tk.SEGMENT_TILE = 8 if tiny else 256  # small tiles: hot rows must span several programs
+    old_tile = tk.UPDATE_TILE
+    tk.UPDATE_TILE = 4  # 4 positions per program: segments must cross tile edges
     rows = []
     try:
         for i, case in enumerate(cases):
@@ -167,7 +167,7 @@ def run_correctness(kernels, device, tiny: bool):
                 print(f"  {r['case']:<24} {r['opt']:<16} {'ok' if r['ok'] else 'FAIL'}",
                       flush=True)
     finally:
-        tk.SEGMENT_TILE = old_tile
+        tk.UPDATE_TILE = old_tile
     return rows
 
 
@@ -200,8 +200,8 @@ def run_timing(kernels, device, tiny: bool):
     import torch.nn.functional as F
     reference, tk, SparseOptimConfig = kernels
     measure = timer(device)
-    warmup, repeats = (1, 1) if tiny else (3, 10)
-    b, f, d, vocab = (32, 2, 16, 50) if tiny else (40960, 26, 128, 400_000)
+    warmup, repeats = (0, 1) if tiny else (3, 10)
+    b, f, d, vocab = (8, 2, 16, 20) if tiny else (40960, 26, 128, 400_000)
     gen = torch.Generator(device=device).manual_seed(0)
     ids = torch.stack([zipf_ids(b, vocab, 1.05, gen, device) + t * vocab for t in range(f)], 1)
     n = b * f
@@ -257,6 +257,8 @@ def run_timing(kernels, device, tiny: bool):
              UPDATE_TARGET),
             ("update", "triton sgd", lambda: tk.backward_update(pool, state, rows, grad, sgd),
              update_bytes, None),
+            ("update", "part: torch.sort(stable) of rows", lambda: torch.sort(flat, stable=True),
+             update_bytes, None),
             ("update", "torch reference adagrad",
              lambda: reference.backward_update(pool, state, rows, grad, opt), update_bytes, None),
         ]
@@ -295,8 +297,46 @@ def run_timing(kernels, device, tiny: bool):
     return table, {"B": b, "F": f, "D": d, "vocab_per_table": vocab, "N": n}
 
 
+def run_tuning(kernels, device, tiny: bool):
+    """Update time over the kernel's tile knobs, to choose the defaults in triton_kernels."""
+    import itertools
+    import torch
+    _, tk, SparseOptimConfig = kernels
+    measure = timer(device)
+    b, f, d, vocab = (8, 2, 16, 20) if tiny else (40960, 26, 128, 400_000)
+    gen = torch.Generator(device=device).manual_seed(1)
+    ids = torch.stack([zipf_ids(b, vocab, 1.05, gen, device) + t * vocab for t in range(f)], 1)
+    n = b * f
+    opt = SparseOptimConfig(name="rowwise_adagrad", lr=1e-3)
+    saved = (tk.UPDATE_TILE_ELEMS, tk.UPDATE_WARPS)
+    grid = [(64, 4)] if tiny else list(itertools.product((1024, 2048, 4096), (2, 4, 8)))
+    out = []
+    try:
+        for k in (1, 4):
+            c = d // k
+            rows = (ids.reshape(-1, 1) * k + torch.arange(k, device=device)).reshape(n, k)
+            rows = rows.to(torch.int32)
+            pool = torch.randn(f * vocab * k, c, device=device) * 0.01
+            state = torch.zeros(f * vocab * k, device=device)
+            grad = torch.randn(n, k * c, device=device) * 0.01
+            for elems, warps in grid:
+                tk.UPDATE_TILE_ELEMS, tk.UPDATE_WARPS = elems, warps
+                try:
+                    sec = measure(lambda: tk.backward_update(pool, state, rows, grad, opt),
+                                  1, 1 if tiny else 7)
+                except Exception as e:
+                    traceback.print_exc()
+                    sec = math.nan
+                out.append({"k": k, "elems": elems, "warps": warps, "ms": sec * 1e3})
+                print(f"  tune K={k} elems={elems} warps={warps}: {sec * 1e3:.3f} ms", flush=True)
+            del pool, state, grad
+    finally:
+        tk.UPDATE_TILE_ELEMS, tk.UPDATE_WARPS = saved
+    return out
+
+
 # ---- report --------------------------------------------------------------------------------
-def markdown(header, correctness, timing, shape) -> str:
+def markdown(header, correctness, timing, shape, tuning=()) -> str:
     lines = [f"# gpu_check", "", header, "", "## Correctness (vs reference)", "",
              "| case | optimizer | gather err | pool rel err | state rel err | norms rel err "
              "| deterministic | result |", "|---|---|---|---|---|---|---|---|"]
@@ -317,6 +357,11 @@ def markdown(header, correctness, timing, shape) -> str:
     for r in timing:
         lines.append(f"| {r['op']} | {r['impl']} | {r['k']} | {r['present']} | {r['ms']:.3f} | "
                      f"{r['gbps']:.1f} | {r['of_copy']:.0%} | {r['target']} |")
+    if tuning:
+        lines += ["", "## Update tile sweep (rowwise_adagrad, same shape)", "",
+                  "| K | UPDATE_TILE_ELEMS | UPDATE_WARPS | ms |", "|---|---|---|---|"]
+        lines += [f"| {r['k']} | {r['elems']} | {r['warps']} | {r['ms']:.3f} |"
+                  for r in tuning]
     return "\n".join(lines) + "\n"
 
 
@@ -327,6 +372,7 @@ def main(argv=None) -> int:
                     help="run Triton under TRITON_INTERPRET=1 (CPU tensors; smoke test)")
     ap.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test)")
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--tune", action="store_true", help="also sweep the update's tile knobs")
     ap.add_argument("--out", default="gpu_check.md", help="markdown report path")
     args = ap.parse_args(argv)
     if args.interpret:
@@ -354,7 +400,9 @@ def main(argv=None) -> int:
     if not args.skip_timing:
         print("timing:", flush=True)
         timing, shape = run_timing(kernels, device, args.tiny)
-    report = markdown(header + f"; wall {time.time() - t0:.0f}s", correctness, timing, shape)
+    tuning = run_tuning(kernels, device, args.tiny) if args.tune else []
+    report = markdown(header + f"; wall {time.time() - t0:.0f}s", correctness, timing, shape,
+                      tuning)
     Path(args.out).write_text(report)
     print(report)
     return 0 if all(r["ok"] for r in correctness) else 1

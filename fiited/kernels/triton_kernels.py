@@ -2,17 +2,19 @@
 
 The update is sort-based, so a fixed input always gives the same bits (no float atomics):
 
-1. ``torch.sort(rows, stable=True)`` groups the occurrences of each pool row, in occurrence order.
-2. ``_mark_kernel`` flags segment starts (a new row) and cuts every segment at multiples of
-   ``SEGMENT_TILE`` sorted positions, so that one hot row's thousands of occurrences are shared
-   among many programs instead of serialising one of them.
-3. ``_segment_kernel`` (one program per piece) sums its gradient slices tile by tile in a fixed
-   order, writes the per-occurrence norms, and either applies the optimizer (a piece that is a
-   whole segment: the common case) or leaves its partial sum.
-4. ``_finish_kernel`` (one program per split segment) sums its partials in order and applies
-   the optimizer.
+1. ``torch.sort(rows, stable=True)`` lines up the occurrences of each pool row (a segment).
+2. ``_absent_norms_kernel`` writes the norms of absent chunks (rows < 0, sorted first), reading
+   only their gradient slices, in place.
+3. ``_tile_kernel``: each program takes a fixed tile of T sorted present positions, reads their
+   gradient slices in one sweep, writes their norms, and sums the runs of equal rows with a
+   segmented scan (a fixed tree: the same bits every time). A segment
+   wholly inside the tile gets its optimizer step right there (the common case). A segment that
+   crosses tile edges leaves partial sums: ``tail`` (its first piece) and ``head`` (its pieces in
+   later tiles), and the tile where it starts is marked its ``owner``.
+4. ``_finish_kernel``: each owner tile sums its segment's partials in tile order and applies the
+   optimizer step. Hot rows with thousands of occurrences thus spread over many programs.
 
-Absent chunks (rows < 0) sort first; their pieces only write norms.
+One host sync per update (the largest row, for the range check, and the count of absent ones).
 """
 from __future__ import annotations
 
@@ -23,13 +25,18 @@ import triton.language as tl
 from fiited.kernels.reference import check_shapes
 from fiited.optim import SparseOptimConfig
 
-SEGMENT_TILE = 512  # max sorted occurrences per program in the update; a power of two
+GATHER_TILE_ELEMS = 4096  # elements of one gather program's [rows, C] tile
+# Sorted positions per update program = UPDATE_TILE_ELEMS // C (padded), at most UPDATE_TILE.
+# Measured on an H200 (scripts/gpu_check.py --tune): 16 positions at C=128, 64 at C=32.
+UPDATE_TILE_ELEMS = 2048
+UPDATE_TILE = 256
+UPDATE_WARPS = 4
 
 
 def _blocks(c: int, elems: int) -> tuple[int, int]:
     """A [rows, C] tile of about ``elems`` elements (C padded to a power of two)."""
     block_c = max(16, triton.next_power_of_2(max(c, 1)))
-    return max(1, min(128, elems // block_c)), block_c
+    return max(1, min(256, elems // block_c)), block_c
 
 
 @triton.jit
@@ -48,15 +55,72 @@ def _gather_kernel(pool_ptr, rows_ptr, out_ptr, M, C,
 
 
 @triton.jit
-def _mark_kernel(keys_ptr, flag_ptr, cut_ptr, M, TILE: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = i < M
-    key = tl.load(keys_ptr + i, mask=m, other=0)
-    prev = tl.load(keys_ptr + i - 1, mask=m & (i > 0), other=0)
-    start = (i == 0) | (key != prev)
-    tl.store(flag_ptr + i, start.to(tl.int8), mask=m)
-    cut = start | ((i % TILE) == 0)
-    tl.store(cut_ptr + i, cut.to(tl.int8), mask=m)
+def _segmented_add(flag_a, a, flag_b, b):
+    return flag_a | flag_b, tl.where(flag_b != 0, b, a + b)
+
+
+@triton.jit
+def _absent_norms_kernel(rows_ptr, grad_ptr, norms_ptr, M, C,
+                         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = r < M
+    absent = rmask & (tl.load(rows_ptr + r, mask=rmask, other=0) < 0)
+    cols = tl.arange(0, BLOCK_C)
+    g = tl.load(grad_ptr + r[:, None] * C + cols[None, :],
+                mask=absent[:, None] & (cols < C)[None, :], other=0.0).to(tl.float32)
+    tl.store(norms_ptr + r, tl.sqrt(tl.sum(g * g, axis=1)), mask=absent)
+
+
+@triton.jit
+def _tile_kernel(keys_ptr, perm_ptr, grad_ptr, norms_ptr, head_ptr, tail_ptr, owner_ptr,
+                 pool_ptr, state_ptr, M, C, lr, eps, ADAGRAD: tl.constexpr,
+                 T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Positions here count from the first present one: ``keys_ptr``/``perm_ptr`` are offset."""
+    tile = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, T)
+    pos = tile * T + i
+    pm = pos < M
+    key = tl.load(keys_ptr + pos, mask=pm, other=-1).to(tl.int64)
+    prev = tl.load(keys_ptr + pos - 1, mask=pm & (pos > 0), other=-1).to(tl.int64)
+    nxt = tl.load(keys_ptr + pos + 1, mask=pos + 1 < M, other=-1).to(tl.int64)
+    occ = tl.load(perm_ptr + pos, mask=pm, other=0).to(tl.int64)
+    seg_start = (pos == 0) | (key != prev)
+    seg_end = (pos + 1 >= M) | (key != nxt)
+    run_start = seg_start | (i == 0)
+    run_end = seg_end | (i == T - 1)
+    # Does this tile's first run continue a segment from the previous tile?
+    k0 = tl.load(keys_ptr + tile * T).to(tl.int64)
+    kp = tl.load(keys_ptr + tile * T - 1, mask=tile > 0, other=-1).to(tl.int64)
+    continuing = (tl.cumsum(run_start.to(tl.int32), axis=0) == 1) & (tile > 0) & (k0 == kp)
+    whole = pm & run_end & seg_end & (continuing == 0)
+
+    cols = tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    wmask = whole[:, None] & cmask[None, :]
+    wptrs = pool_ptr + key[:, None] * C + cols[None, :]
+    w = tl.load(wptrs, mask=wmask, other=0.0).to(tl.float32)  # in flight with the gradient
+    if ADAGRAD:
+        st = tl.load(state_ptr + key, mask=whole, other=0.0)
+    g = tl.load(grad_ptr + occ[:, None] * C + cols[None, :],
+                mask=pm[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    tl.store(norms_ptr + occ, tl.sqrt(tl.sum(g * g, axis=1)), mask=pm)
+    flags = tl.broadcast_to(run_start.to(tl.int32)[:, None], (T, BLOCK_C))
+    _, sums = tl.associative_scan((flags, g), 0, _segmented_add)
+
+    if ADAGRAD:
+        st = st + tl.sum(sums * sums, axis=1) / C
+        tl.store(state_ptr + key, st, mask=whole)
+        w = w - sums * (lr / (tl.sqrt(st) + eps))[:, None]
+    else:
+        w = w - lr * sums
+    tl.store(wptrs, w.to(pool_ptr.dtype.element_ty), mask=wmask)
+
+    head = pm & run_end & continuing
+    tail = pm & run_end & (seg_end == 0) & (continuing == 0)
+    part = tile * C + cols[None, :] + 0 * i[:, None]
+    tl.store(head_ptr + part, sums, mask=head[:, None] & cmask[None, :])
+    tl.store(tail_ptr + part, sums, mask=tail[:, None] & cmask[None, :])
+    tl.store(owner_ptr + tile, tl.max(tail.to(tl.int32), axis=0).to(tl.int8))
 
 
 @triton.jit
@@ -73,51 +137,28 @@ def _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD: 
 
 
 @triton.jit
-def _segment_kernel(keys_ptr, perm_ptr, flag_ptr, starts_ptr, grad_ptr, norms_ptr, partial_ptr,
-                    split_ptr, pool_ptr, state_ptr, S, M, C, lr, eps, ADAGRAD: tl.constexpr,
-                    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    s = tl.program_id(0).to(tl.int64)
-    start = tl.load(starts_ptr + s)
-    end = tl.load(starts_ptr + s + 1, mask=s + 1 < S, other=M)
-    cols = tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for off in range(start, end, BLOCK_R):
-        r = off + tl.arange(0, BLOCK_R)
-        m = r < end
-        occ = tl.load(perm_ptr + r, mask=m, other=0).to(tl.int64)
-        g = tl.load(grad_ptr + occ[:, None] * C + cols[None, :],
-                    mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        acc += tl.sum(g, axis=0)
-        tl.store(norms_ptr + occ, tl.sqrt(tl.sum(g * g, axis=1)), mask=m)
-    row = tl.load(keys_ptr + start).to(tl.int64)
-    first = tl.load(flag_ptr + start) != 0
-    last = tl.load(flag_ptr + end) != 0
-    # 1 marks the first piece of a segment that continues in later pieces: _finish_kernel's work.
-    tl.store(split_ptr + s, ((row >= 0) & first & (last == 0)).to(tl.int8))
-    if row >= 0:
-        if first & last:
-            _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD)
-        else:
-            tl.store(partial_ptr + s * C + cols, acc, mask=cmask)
-
-
-@triton.jit
-def _finish_kernel(split_ptr, keys_ptr, flag_ptr, starts_ptr, partial_ptr, pool_ptr, state_ptr,
-                   S, M, C, lr, eps, ADAGRAD: tl.constexpr, BLOCK_C: tl.constexpr):
-    s = tl.load(split_ptr + tl.program_id(0))
-    row = tl.load(keys_ptr + tl.load(starts_ptr + s)).to(tl.int64)
-    cols = tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    acc = tl.load(partial_ptr + s * C + cols, mask=cmask, other=0.0)
-    t = s
-    more = t < S  # always true: a split segment has a next piece
-    while more:
-        t += 1
-        acc += tl.load(partial_ptr + t * C + cols, mask=cmask, other=0.0)
-        end = tl.load(starts_ptr + t + 1, mask=t + 1 < S, other=M)
-        more = tl.load(flag_ptr + end) == 0
-    _apply_row(pool_ptr, state_ptr, row, acc, cols, cmask, C, lr, eps, ADAGRAD)
+def _finish_kernel(owner_ptr, keys_ptr, head_ptr, tail_ptr, pool_ptr, state_ptr, M, C, lr, eps,
+                   ADAGRAD: tl.constexpr, T: tl.constexpr, BLOCK_P: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    owner = tl.program_id(0).to(tl.int64)
+    if tl.load(owner_ptr + owner) != 0:
+        row = tl.load(keys_ptr + owner * T + T - 1).to(tl.int64)
+        cols = tl.arange(0, BLOCK_C)
+        cmask = cols < C
+        first = tl.load(tail_ptr + owner * C + cols, mask=cmask, other=0.0)
+        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+        t0 = owner + 1
+        more = t0 > 0  # always true: the segment goes on into the next tile
+        while more:
+            t = t0 + tl.arange(0, BLOCK_P)
+            inside = (t * T < M) & (tl.load(keys_ptr + t * T, mask=t * T < M, other=-1) == row)
+            stop = tl.min(tl.where(inside, t0 + BLOCK_P, t), axis=0)
+            acc += tl.load(head_ptr + t[:, None] * C + cols[None, :],
+                           mask=(t < stop)[:, None] & cmask[None, :], other=0.0)
+            more = stop == t0 + BLOCK_P
+            t0 += BLOCK_P
+        _apply_row(pool_ptr, state_ptr, row, first + tl.sum(acc, axis=0), cols, cmask, C, lr,
+                   eps, ADAGRAD)
 
 
 def _check_rows(flat: torch.Tensor, max_row: int, num_rows: int) -> None:
@@ -146,7 +187,7 @@ def gather(pool: torch.Tensor, rows: torch.Tensor, *, out: torch.Tensor | None =
     if p == 0:
         return out.zero_()
     pool = pool.contiguous()
-    block_r, block_c = _blocks(c, 4096)
+    block_r, block_c = _blocks(c, GATHER_TILE_ELEMS)
     _gather_kernel[(triton.cdiv(m, block_r),)](pool, flat.contiguous(), out, m, c,
                                                BLOCK_R=block_r, BLOCK_C=block_c)
     return out
@@ -176,26 +217,30 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     if m == 0 or c == 0:
         return norms.zero_()
     grad = grad.contiguous()
-    keys, perm = torch.sort(rows.reshape(-1), stable=True)
-    _check_rows(rows.reshape(-1), int(keys[-1]), p)
-    if p == 0:  # nothing to update: every chunk is absent
-        return norms.copy_(grad.view(n, k, c).float().norm(dim=2))
-    flag = torch.empty(m + 1, dtype=torch.int8, device=pool.device)
-    flag[m:].fill_(1)  # sentinel: "a segment starts" just past the end
-    cut = torch.empty(m, dtype=torch.int8, device=pool.device)
-    _mark_kernel[(triton.cdiv(m, 1024),)](keys, flag, cut, m, TILE=SEGMENT_TILE, BLOCK=1024)
-    starts = torch.nonzero(cut).view(-1)
-    pieces = starts.numel()
-    partial = torch.empty(pieces, c, dtype=torch.float32, device=pool.device)
-    split = torch.empty(pieces, dtype=torch.int8, device=pool.device)
+    flat = rows.reshape(-1).contiguous()
+    keys, perm = torch.sort(flat, stable=True)
+    max_row, n_absent = torch.cat([keys[-1:].long(), torch.searchsorted(
+        keys, keys.new_zeros(1))]).tolist()
+    _check_rows(flat, max_row, p)
+    if n_absent:
+        block_r, block_c = _blocks(c, GATHER_TILE_ELEMS)
+        _absent_norms_kernel[(triton.cdiv(m, block_r),)](flat, grad, norms, m, c,
+                                                         BLOCK_R=block_r, BLOCK_C=block_c)
+    if n_absent == m:
+        return norms
+    keys, perm = keys[n_absent:], perm[n_absent:]
+    present = m - n_absent
+    block_c = max(16, triton.next_power_of_2(c))
+    tile = max(1, min(UPDATE_TILE, UPDATE_TILE_ELEMS // block_c))
+    tiles = triton.cdiv(present, tile)
+    head = torch.empty(tiles, c, dtype=torch.float32, device=pool.device)
+    tail = torch.empty(tiles, c, dtype=torch.float32, device=pool.device)
+    owner = torch.empty(tiles, dtype=torch.int8, device=pool.device)
     st = state if adagrad else pool
-    block_r, block_c = _blocks(c, 1024)
-    _segment_kernel[(pieces,)](keys, perm, flag, starts, grad, norms, partial, split, pool, st,
-                               pieces, m, c, float(opt.lr), float(opt.eps), ADAGRAD=adagrad,
-                               BLOCK_R=block_r, BLOCK_C=block_c, num_warps=2)
-    firsts = torch.nonzero(split).view(-1)
-    if firsts.numel():
-        _finish_kernel[(firsts.numel(),)](firsts, keys, flag, starts, partial, pool, st, pieces,
-                                          m, c, float(opt.lr), float(opt.eps), ADAGRAD=adagrad,
-                                          BLOCK_C=block_c, num_warps=2)
+    args = (pool, st, present, c, float(opt.lr), float(opt.eps))
+    _tile_kernel[(tiles,)](keys, perm, grad, norms, head, tail, owner, *args, ADAGRAD=adagrad,
+                           T=tile, BLOCK_C=block_c, num_warps=UPDATE_WARPS)
+    block_p, _ = _blocks(c, 2048)
+    _finish_kernel[(tiles,)](owner, keys, head, tail, *args, ADAGRAD=adagrad, T=tile,
+                             BLOCK_P=block_p, BLOCK_C=block_c)
     return norms

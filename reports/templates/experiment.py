@@ -17,19 +17,28 @@
 # %% tags=["parameters"]
 experiment = "demo"
 tracking_uri = "sqlite:///mlflow.db"
+figures_dir = None  # fiited-report passes its figures/ so the notebook embeds those PNGs
 
 # %%
 # %matplotlib inline
-import pandas as pd
-from IPython.display import Markdown, display
+import warnings
+from pathlib import Path
 
-from reports import claims, figures, tables
-from reports.data import load_report_data
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, via mlflow
+from reports import claims, figures, tables  # noqa: E402
+from reports.data import load_report_data  # noqa: E402
 
 pd.set_option("display.max_columns", 80)
 pd.set_option("display.width", 200)
 data = load_report_data(experiment, tracking_uri)
-figs = figures.draw_all(data)
+if figures_dir:  # already drawn by fiited-report: embed them rather than drawing again
+    figs = {spec.name: Image(filename=str(Path(figures_dir) / f"{spec.name}.png"))
+            for spec in figures.FIGURES if (Path(figures_dir) / f"{spec.name}.png").is_file()}
+else:
+    figs = figures.draw_all(data)
 display(Markdown(
     f"Experiment `{experiment}` in `{data.runs.tracking_uri}`: {len(data.runs.frame)} runs, "
     f"{len(data.runs.complete)} complete; configs differ in {', '.join(data.runs.config_columns)}."

@@ -1,4 +1,6 @@
 """The hashing trick: sizing within budget, the hash as documented, shared rows, exact updates."""
+import json
+import os
 import subprocess
 import sys
 
@@ -6,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.hashing import PRIME, Hashing
+from baselines.hashing import PRIME
 from fiited.interface import TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
@@ -113,8 +115,8 @@ def test_hash_is_stable_across_processes_and_follows_the_seed():
             "[TableSpec('big',1000)],8,SparseOptimConfig(),seed=0);"
             "print(e.bucket(torch.arange(1000).unsqueeze(1)).flatten().tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""})
-    theirs = eval(out.stdout)
+                         env=dict(os.environ, PYTHONHASHSEED="123"))
+    theirs = json.loads(out.stdout)
     tables = [TableSpec("big", 1000)]
     ids = torch.arange(1000).unsqueeze(1)
     ours = make(0.1, tables=tables, hash_seed=11).bucket(ids).flatten().tolist()

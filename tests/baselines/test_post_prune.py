@@ -1,4 +1,4 @@
-"""Prune after training: uniform while training, the top chunks by score afterwards, honest ledger."""
+"""Prune after training: uniform while training, the top chunks by score after, honest ledger."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Uniform through the shared kernels trains exactly like torch.nn.Embedding + a hand-written optimizer."""
+"""Uniform through our kernels trains exactly like nn.Embedding + a hand-written optimizer."""
 import copy
 
 import pytest

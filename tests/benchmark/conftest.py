@@ -20,8 +20,8 @@ def tiny_overrides(data_dir: Path) -> list[str]:
     """A dataset and model small enough for seconds-long runs, still with the real structure."""
     return [
         f"data.path={data_dir}",
-        "data.synthetic.rows=24000",
-        "data.synthetic.scale=0.0005",
+        "data.synthetic.rows=30000",
+        "data.synthetic.scale=0.0001",
         "data.synthetic.days=4",
         "model=dlrm_small",
         "train.batch_size=256",

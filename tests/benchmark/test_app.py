@@ -66,7 +66,7 @@ def test_config_typo_fails_at_start_with_the_key_named(run_app):
 
 def test_missing_dataset_is_a_clear_error(run_app, tmp_path):
     missing = tmp_path / "nope"
-    proc = run_app("data=criteo_kaggle", f"data.path={missing}", "tracking=none", check=False,
+    proc = run_app(f"data.path={missing}", "data.synthetic=null", "tracking=none", check=False,
                    tiny=False)
     assert proc.returncode != 0
     assert str(missing) in proc.stderr and "does not exist" in proc.stderr

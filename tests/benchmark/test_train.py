@@ -33,7 +33,7 @@ def test_stop_and_resume_gives_the_same_numbers(compose_cfg, tmp_path, method):
 
 
 def test_training_beats_base_rate_and_writes_the_named_outputs(compose_cfg, tmp_path):
-    cfg = compose_cfg("method=uniform", "tracking=none", "train.epochs=2")
+    cfg = compose_cfg("method=uniform", "tracking=none", "train.epochs=1")
     summary = _fit(cfg, tmp_path / "run", tmp_path)
     assert summary["bayes_ne"] < summary["val/ne"] < 1.0
     assert summary["val/auc"] > 0.6

@@ -1,0 +1,85 @@
+"""Initial embedding values a rank would have had in a 1-process run of the same seed.
+
+Methods draw their initial values as ONE stream over all tables (``dlrm_init(total_rows, ...)``
+with a generator seeded by the run seed), so a method built with a subset of the tables draws
+different numbers. Here a rank regenerates that stream, in bounded chunks, up to its last
+table and keeps its own tables' rows: bitwise the 1-process values (torch's CPU generator is
+stream-consistent: drawing n then m numbers equals drawing n + m).
+
+Knows the methods whose start is one such stream: ``uniform`` (its pool), and FIITED-family
+stores that start full (``fill_all``, i.e. capacity for every chunk). Others keep their own
+per-rank draws (``align_initial_values`` returns False and the trainer says so). The clean fix
+is per-table generators inside the methods; then this module goes away.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from fiited.interface import EmbeddingMethod, dlrm_init
+
+CHUNK_FLOATS = 1 << 22   # 16 MiB of float32 per generated piece
+
+
+def stream_rows(seed: int, width: int, table_rows: Sequence[int],
+                owned: Sequence[int]) -> torch.Tensor:
+    """Rows of the ``owned`` tables (ascending) from ``dlrm_init(sum(table_rows), width,
+    per-row bound of its table, Generator().manual_seed(seed))``, never holding the rest."""
+    owned_set = set(int(t) for t in owned)
+    if not owned_set:
+        return torch.zeros(0, width)
+    gen = torch.Generator().manual_seed(int(seed))
+    step = max(1, CHUNK_FLOATS // max(1, width))
+    keep: list[torch.Tensor] = []
+    for t in range(max(owned_set) + 1):
+        n = int(table_rows[t])
+        for a in range(0, n, step):
+            m = min(step, n - a)
+            values = dlrm_init(m, width, torch.full((m,), n, dtype=torch.int64), gen)
+            if t in owned_set:
+                keep.append(values)
+    return torch.cat(keep) if keep else torch.zeros(0, width)
+
+
+def align_initial_values(method: EmbeddingMethod, table_rows: Sequence[int],
+                         owned: Sequence[int]) -> bool:
+    """Overwrite ``method``'s initial values (built for tables ``owned`` of ``table_rows``) with
+    the 1-process stream's. Returns False for methods it does not know how to align."""
+    from baselines.uniform import Uniform
+
+    if type(method) is Uniform:
+        with torch.no_grad():
+            method.pool.copy_(stream_rows(method.seed, method.width, table_rows, owned))
+        return True
+    try:
+        from fiited.method import Fiited
+    except ImportError:  # pragma: no cover - FIITED not in this tree
+        Fiited = None
+    if Fiited is not None and isinstance(method, Fiited):
+        store = method.store
+        if store.capacity != store.total_rows * store.num_chunks:
+            return True   # starts empty; draws during training are listed by divergent_draws
+        with torch.no_grad():
+            store.fill_all(stream_rows(method.seed, method.dim, table_rows, owned))
+        return True
+    return False
+
+
+def divergent_draws(method: EmbeddingMethod) -> list[str]:
+    """Random draws during training that come from one generator over all of a rank's tables,
+    so a sharded run draws other numbers than a 1-process run (statistically equivalent, not
+    bitwise). Empty: the sharded run follows the 1-process run exactly."""
+    cfg = method.config
+    out = []
+    if not hasattr(cfg, "first_access_init"):
+        return out
+    store = getattr(method, "store", None)
+    full = store is not None and store.capacity == store.total_rows * store.num_chunks
+    if not full and cfg.first_access_alloc and cfg.first_access_init == "random":
+        out.append("method.first_access_init=random")
+    if not full and cfg.regrow_init == "random":
+        out.append("method.regrow_init=random")
+    if cfg.sampling == "random" and cfg.sample_frac < 1:
+        out.append("method.sampling=random")
+    return out
