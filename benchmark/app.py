@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,13 @@ def _main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     launch_dir = Path(hydra.utils.get_original_cwd())
+    t0 = time.perf_counter()
     summary = run_job(cfg, run_dir, launch_dir)
+    if "val/ne" in summary:
+        log.info("%s: val NE %.4f, test NE %.4f, embedding total %.0f bytes, %.0f train samples/s "
+                 "(%.0fs)", _default_run_name(cfg), summary["val/ne"], summary["test/ne"],
+                 summary["mem/total_bytes"], summary["perf/train_samples_per_s"],
+                 time.perf_counter() - t0)
     if "val/ne" not in summary:
         log.info("stopped early: %s", summary)
         return float("nan")

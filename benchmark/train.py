@@ -292,8 +292,14 @@ class Trainer:
         end_metrics = self.emb.on_train_end() or {}
         if end_metrics:
             self._log(end_metrics, self.step)
-        report = self.emb.memory()
         summary: dict[str, Any] = {}
+        finetune = int(getattr(self.emb, "finetune_steps", 0) or 0)
+        if finetune > 0:  # e.g. post_prune: evaluate the pruned model, then fine-tune, mask fixed
+            pruned, _, _ = evaluate(self.model, self.val_loader, self.device, "val", self.base_rate)
+            summary.update({f"pruned/{k}": v for k, v in pruned.items()})
+            summary["perf/finetune_seconds"] = self._finetune(finetune)
+            summary["train/finetune_steps"] = float(finetune)
+        report = self.emb.memory()
         summary.update(self._validate())
         test, rows, secs = evaluate(self.model, self.test_loader, self.device, "test",
                                     self.base_rate)
@@ -313,6 +319,26 @@ class Trainer:
         self._log(summary, self.step)
         self._write_outputs(summary, report)
         return summary
+
+    def _finetune(self, steps: int) -> float:
+        """Ordinary training steps after on_train_end; the method keeps its mask fixed."""
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        t0 = time.perf_counter()
+        done = 0
+        while done < steps:
+            self.train_loader.set_epoch(self.epoch)
+            for batch in self.train_loader:
+                self.train_step(batch, loss_fn)
+                self.step += 1
+                done += 1
+                events = self.emb.on_step(self.step)
+                if events:
+                    self._log(events, self.step)
+                if done >= steps:
+                    break
+            else:
+                self.epoch += 1
+        return time.perf_counter() - t0
 
     def _write_outputs(self, summary: dict[str, Any], report) -> list[Path]:
         files = {

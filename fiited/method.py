@@ -35,11 +35,10 @@ from fiited.padding import PADDINGS, ProjectionPadding
 from fiited.pruning import (LAYOUTS, NORMALISERS, POOLS, SAMPLERS, THRESHOLDS, PrunePolicy,
                             ScheduleConfig, group_capacities, run_event)
 from fiited.registry import register_method
-from fiited.store import INITS, ChunkStore
+from fiited.store import INDEXES, INITS, ChunkStore
 from fiited.utility import DECAY_MODES, UTILITIES, ChunkUtility
 
 BUDGET_SCOPES = ("weights", "total")
-INDEXES = ("direct",)
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -72,7 +71,10 @@ class FiitedConfig(MethodConfig):
     first_access_init: str = "random"      # zero | random (DLRM's U(+-1/sqrt(n)))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     padding: str = "zeros"                 # zeros | projection
-    index: str = "direct"                  # direct (one entry per virtual row)
+    index: str = "direct"                  # direct (one entry per row) | hashed (live rows only)
+    index_entries: float = 2.0             # hashed: live entries = this x (capacity / K)
+    index_load: float = 0.5                # hashed: max load of the open-addressing table
+    index_reserve: float = 0.1             # hashed: entry capacity left free at events for new ids
     seed: Optional[int] = None             # None: the run's seed
 
     def __post_init__(self) -> None:
@@ -91,9 +93,13 @@ class FiitedConfig(MethodConfig):
         _one_of("regrow_init", self.regrow_init, INITS)
         _one_of("first_access_init", self.first_access_init, INITS)
         _one_of("padding", self.padding, PADDINGS)
-        if self.index == "hashed":
-            raise ValueError("method.index='hashed' is not implemented yet; use 'direct'")
         _one_of("index", self.index, INDEXES)
+        if not self.index_entries > 0:
+            raise ValueError(f"method.index_entries must be > 0, got {self.index_entries}")
+        if not 0 < self.index_load <= 1:
+            raise ValueError(f"method.index_load must be in (0, 1], got {self.index_load}")
+        if not 0 <= self.index_reserve < 1:
+            raise ValueError(f"method.index_reserve must be in [0, 1), got {self.index_reserve}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"method.gamma must be in (0, 1], got {self.gamma}")
         if not 0 < self.sample_frac <= 1:
@@ -117,7 +123,8 @@ class FiitedConfig(MethodConfig):
             thresholds=self.thresholds, manual_ratios=tuple(float(p) for p in self.manual_ratios),
             pool=self.pool, normalise=self.normalise, layout=self.layout,
             regrow_init=self.regrow_init, sampling=self.sampling, sample_frac=self.sample_frac,
-            sample_stride=self.sample_stride, min_sample_rows=self.min_sample_rows)
+            sample_stride=self.sample_stride, min_sample_rows=self.min_sample_rows,
+            index_reserve=self.index_reserve)
 
 
 @register_method("fiited")
@@ -140,10 +147,13 @@ class Fiited(EmbeddingMethod):
         self.generator = torch.Generator().manual_seed(run_seed + 0x5F1173D)
         self.projection = (ProjectionPadding(len(rows), K, self.chunk_width)
                            if cfg.padding == "projection" else None)
-        caps, table_group = group_capacities(rows, K, self.policy, self._pool_chunks(rows))
-        self.store = ChunkStore(rows, K, self.chunk_width, caps, table_group, optim)
-        self.utility = ChunkUtility(self.total_rows, K, cfg.utility, cfg.gamma, cfg.decay_per)
-        if self.store.capacity == self.total_rows * K:
+        chunks, num_entries, max_live = self._sizes(rows)
+        caps, table_group = group_capacities(rows, K, self.policy, chunks)
+        self.store = ChunkStore(rows, K, self.chunk_width, caps, table_group, optim,
+                                index=cfg.index, num_entries=num_entries, max_live=max_live)
+        self.utility = ChunkUtility(self.store.num_entries, K, cfg.utility, cfg.gamma,
+                                    cfg.decay_per)
+        if cfg.index == "direct" and self.store.capacity == self.total_rows * K:
             # Everything fits: start full with uniform's exact initial values.
             gen = torch.Generator().manual_seed(self.seed)
             per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
@@ -151,72 +161,111 @@ class Fiited(EmbeddingMethod):
         self.steps = 0
         self.events = 0
         self.first_access_allocs = 0
-        self._kept_cache: tuple[int, torch.Tensor] | None = None
+        self._stats_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         if cfg.budget_scope == "total" and cfg.thresholds == "adaptive":
             limit = cfg.budget * self.uniform_reference()[1]
             if self.memory().total > limit:  # pragma: no cover - sizing bug guard
                 raise RuntimeError(f"ledger {self.memory().total} exceeds budget {limit}")
 
     # ---- sizing ----------------------------------------------------------------------------
-    def _pool_chunks(self, rows: list[int]) -> int:
+    def _entries_for(self, chunks: int, total_rows: int) -> tuple[int, int]:
+        """(entry slots, max live entries) for a pool of ``chunks``."""
+        cfg: FiitedConfig = self.config
+        if cfg.index == "direct":
+            return total_rows, total_rows
+        live = min(total_rows, max(1, math.ceil(cfg.index_entries * chunks / self.num_chunks)))
+        return max(live, math.ceil(live / cfg.index_load)), live
+
+    def _sizes(self, rows: list[int]) -> tuple[int, int, int]:
+        """(pool chunks, entry slots, max live entries) from the budget knobs."""
+        cfg: FiitedConfig = self.config
+        K, R = self.num_chunks, sum(rows)
+        all_chunks = R * K
+        if cfg.thresholds == "manual":
+            chunks = min(all_chunks, math.floor(sum(1 - p for p in cfg.manual_ratios) * R + 1e-9))
+        elif cfg.budget_scope == "weights":
+            chunks = min(all_chunks, math.floor(cfg.budget * all_chunks + 1e-9))
+        else:
+            chunks = self._total_scope_chunks(R)
+        return (chunks, *self._entries_for(chunks, R))
+
+    def _total_scope_chunks(self, R: int) -> int:
+        """The largest pool whose whole ledger stays within budget * uniform's total."""
         cfg: FiitedConfig = self.config
         K = self.num_chunks
-        all_chunks = sum(rows) * K
-        if cfg.thresholds == "manual":
-            return min(all_chunks, math.floor(sum(1 - p for p in cfg.manual_ratios) * sum(rows)
-                                              + 1e-9))
-        if cfg.budget_scope == "weights":
-            return min(all_chunks, math.floor(cfg.budget * all_chunks + 1e-9))
-        groups = 1 if cfg.pool == "shared" else len(rows)
-        fixed = (ChunkStore.entry_bytes(sum(rows), K, len(rows), groups)
-                 + sum(rows) * K * 4                                   # utilities
+        groups = 1 if cfg.pool == "shared" else len(self.tables)
+        fixed = (ChunkStore.geometry_bytes(len(self.tables), groups)
                  + tensor_bytes(self.num_rows, self.table_offsets)
                  + (self.projection.extra_bytes() if self.projection is not None else 0))
+        per_entry = ChunkStore.bytes_per_entry(K, R, cfg.index) + 4 * K      # + utilities
+        per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim)
         limit = cfg.budget * self.uniform_reference()[1]
-        chunks = math.floor((limit - fixed) / ChunkStore.bytes_per_chunk(self.chunk_width,
-                                                                         self.optim))
+
+        def total(chunks: int) -> int:
+            return fixed + chunks * per_chunk + self._entries_for(chunks, R)[0] * per_entry
+
+        if cfg.index == "direct":
+            chunks = math.floor((limit - fixed - R * per_entry) / per_chunk)
+        else:
+            chunks = math.floor((limit - fixed) / (per_chunk + per_entry * cfg.index_entries
+                                                  / K / cfg.index_load))
+        chunks = min(chunks, R * K)
+        while chunks >= 1 and total(chunks) > limit:
+            chunks -= 1
         if chunks < 1:
             raise ValueError(
                 f"method.budget={cfg.budget} with method.budget_scope=total allows {limit:.0f} "
-                f"bytes, but the entry table alone needs {fixed} bytes "
-                f"(addresses + utilities, {8 * K} bytes per row): raise method.budget, lower "
-                f"method.num_chunks, or use budget_scope=weights")
-        return min(all_chunks, chunks)
+                f"bytes, too few for any chunk next to the metadata (index={cfg.index}: "
+                f"{per_entry} bytes per entry, {R} rows): raise method.budget, lower "
+                f"method.num_chunks, use method.index=hashed, or budget_scope=weights")
+        return chunks
 
     # ---- the interface ---------------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         b, f = ids.shape
+        store = self.store
         rows = self.global_rows(ids).reshape(-1)
-        if self.training and self.config.first_access_alloc and self.store.has_free():
-            self._first_access(rows)
-        addrs = self.store.addr.index_select(0, rows)
+        entries = store.entries_of(rows, insert=self.training)      # direct: the rows
+        if self.training and self.config.first_access_alloc and store.has_free():
+            self._first_access(entries)
+        if store.keys is None:
+            valid = None
+            addrs = store.addr.index_select(0, entries)
+        else:                                   # rows without an entry read zeros
+            valid = entries >= 0
+            addrs = store.addr.index_select(0, entries.clamp_min(0))
+            addrs = addrs.masked_fill(~valid.unsqueeze(1), -1)
         sink = None
         if self.training:
             utility = self.utility
 
             def sink(norms: torch.Tensor) -> None:
-                utility.accumulate(rows, norms)
-        out = lookup(self.store.pool, self.store.opt_state, addrs, self.optim, sink)
+                if valid is None:
+                    utility.accumulate(entries, norms)
+                else:
+                    utility.accumulate(entries[valid], norms[valid])
+        out = lookup(store.pool, store.opt_state, addrs, self.optim, sink)
         out = out.view(b, f, self.dim)
         if self.projection is not None:
             present = (addrs >= 0).view(b, f, self.num_chunks)
             out = self.projection(out, present, compact=self.policy.layout == "any")
         return out
 
-    def _first_access(self, rows: torch.Tensor) -> None:
+    def _first_access(self, entries: torch.Tensor) -> None:
         """Rows never seen (no chunk, zero utility) get chunks in position order: chunk 0 of
         every new row first, then chunk 1, ... while their group has free slots."""
-        uniq = torch.unique(rows)
+        uniq = torch.unique(entries)
+        uniq = uniq[uniq >= 0]
         new = ((self.store.addr[uniq] < 0).all(1) & (self.utility.util[uniq] == 0).all(1))
-        new_rows = uniq[new]
-        if new_rows.numel() == 0:
+        new_entries = uniq[new]
+        if new_entries.numel() == 0:
             return
         K = self.num_chunks
-        flat = (new_rows.unsqueeze(0) * K
-                + torch.arange(K, device=rows.device).unsqueeze(1)).reshape(-1)
+        flat = (new_entries.unsqueeze(0) * K
+                + torch.arange(K, device=entries.device).unsqueeze(1)).reshape(-1)
         granted = self.store.allocate(flat, self.config.first_access_init, self.generator)
         self.first_access_allocs += int(granted.sum())
-        self._kept_cache = None
+        self._stats_cache = None
 
     def on_step(self, step: int) -> dict[str, float]:
         """Advance the utility clock; run a pruning event when the schedule says so.
@@ -242,7 +291,7 @@ class Fiited(EmbeddingMethod):
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         self.events += 1
-        self._kept_cache = None
+        self._stats_cache = None
         metrics["prune/event_seconds"] = seconds
         metrics["prune/events"] = float(self.events)
         metrics["prune/first_access_allocs"] = float(self.first_access_allocs)
@@ -250,22 +299,28 @@ class Fiited(EmbeddingMethod):
         self.first_access_allocs = 0
         return metrics
 
-    def _kept(self) -> torch.Tensor:
-        if self._kept_cache is None:
-            self._kept_cache = self.store.kept_per_table()
-        return self._kept_cache
+    def _table_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept chunks [F, K], entries [F]) per table; O(entries), cached between changes."""
+        if self._stats_cache is None:
+            s = self.store
+            if s.keys is None:
+                entries = s.table_rows.cpu()
+            else:
+                tables = s.table_of_entries()
+                entries = torch.bincount(tables[tables >= 0], minlength=len(self.tables)).cpu()
+            self._stats_cache = (s.kept_per_table(), entries)
+        return self._stats_cache
 
     def memory(self) -> MemoryReport:
         uw, ut = self.uniform_reference()
         s = self.store
         per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim)
-        entry_row = 8 * self.num_chunks
-        if self.policy.pool == "per_table":
-            chunks = s.group_cap.tolist()
-        else:
-            chunks = self._kept().sum(1).tolist()
-        per_table = {t.name: int(c) * per_chunk + t.num_rows * entry_row
-                     for t, c in zip(self.tables, chunks)}
+        per_entry = (ChunkStore.bytes_per_entry(self.num_chunks, self.total_rows, s.index)
+                     + 4 * self.num_chunks)
+        kept, entries = self._table_stats()
+        chunks = s.group_cap.tolist() if self.policy.pool == "per_table" else kept.sum(1).tolist()
+        per_table = {t.name: int(c) * per_chunk + int(e) * per_entry
+                     for t, c, e in zip(self.tables, chunks, entries.tolist())}
         return MemoryReport(
             weights=s.weights_bytes(), optimizer=s.optimizer_bytes(),
             index=s.index_bytes() + tensor_bytes(self.num_rows, self.table_offsets),
@@ -274,16 +329,13 @@ class Fiited(EmbeddingMethod):
             uniform_weights=uw, uniform_total=ut, per_table=per_table)
 
     def dims(self) -> dict[str, torch.Tensor]:
+        widths = self.store.widths_per_table()              # [F, K+1] by kept chunks
+        at = torch.arange(self.num_chunks + 1) * self.chunk_width
         out = {}
-        ends = self.store.table_ends.tolist()
-        start = 0
-        for t, end in zip(self.tables, ends):
-            chunks = (self.store.addr[start:end] >= 0).sum(1).cpu()
-            by_chunks = torch.bincount(chunks, minlength=self.num_chunks + 1)
+        for t, by_chunks in zip(self.tables, widths):
             counts = torch.zeros(self.dim + 1, dtype=torch.int64)
-            counts[torch.arange(self.num_chunks + 1) * self.chunk_width] = by_chunks
+            counts[at] = by_chunks
             out[t.name] = counts
-            start = end
         return out
 
     # ---- resume ----------------------------------------------------------------------------
@@ -297,4 +349,4 @@ class Fiited(EmbeddingMethod):
         self.events = int(state["events"])
         self.first_access_allocs = int(state["first_access_allocs"])
         self.generator.set_state(state["generator"])
-        self._kept_cache = None
+        self._stats_cache = None

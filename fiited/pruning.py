@@ -21,7 +21,7 @@ from typing import List
 
 import torch
 
-from fiited.store import ChunkStore
+from fiited.store import ChunkStore, ranks_within_groups
 from fiited.utility import ChunkUtility
 
 THRESHOLDS = ("adaptive", "manual")
@@ -66,30 +66,43 @@ class PrunePolicy:
     sample_frac: float = 0.05
     sample_stride: int = 23
     min_sample_rows: int = 64
+    index_reserve: float = 0.1
 
 
 # ---- sampling -------------------------------------------------------------------------------
-def sample_rows(table_rows: list[int], policy: PrunePolicy, generator: torch.Generator,
-                step: int) -> list[tuple[torch.Tensor, float]]:
-    """Per table: (sampled local rows [S_t] on CPU, weight n_t / S_t). Never empty for n_t > 0."""
-    out = []
-    for n in table_rows:
-        p = min(1.0, max(policy.sample_frac, policy.min_sample_rows / n))
-        if policy.sampling == "random":
-            if p >= 1.0:
-                rows = torch.arange(n)
-            else:
-                rows = (torch.rand(n, generator=generator) < p).nonzero().squeeze(1)
-        else:
-            stride = policy.sample_stride
-            if policy.min_sample_rows > 0:
-                stride = min(stride, max(1, n // policy.min_sample_rows))
-            offset = step % stride
-            rows = torch.arange(offset, n, stride) if offset < n else torch.arange(0)
-        if rows.numel() == 0:
-            rows = torch.arange(n)
-        out.append((rows, n / rows.numel()))
-    return out
+def sample_entries(tables: torch.Tensor, num_tables: int, policy: PrunePolicy,
+                   generator: torch.Generator, step: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample the live entries of every table (``tables`` [E]: table of each entry, -1 empty).
+
+    Returns (entries [S], weights [S] = n_t / S_t: how many entries each stands for, tables
+    [S]). A table is sampled at fraction max(sample_frac, min_sample_rows / n_t); a table whose
+    sample came out empty is taken whole.
+    """
+    device = tables.device
+    live = (tables >= 0).nonzero().squeeze(1)
+    order = torch.sort(tables[live], stable=True).indices
+    entries, tabs = live[order], tables[live][order]          # by table, entry order within
+    rank, counts = ranks_within_groups(tabs, num_tables)
+    n = counts.double().clamp_min(1)
+    frac = torch.clamp(torch.maximum(torch.full_like(n, policy.sample_frac),
+                                     policy.min_sample_rows / n), max=1.0)
+    if policy.sampling == "random":
+        draw = torch.rand(entries.numel(), generator=generator, dtype=torch.float64).to(device)
+        pick = draw < frac[tabs]
+    else:
+        stride = torch.full_like(counts, policy.sample_stride)
+        if policy.min_sample_rows > 0:
+            stride = torch.minimum(stride, torch.div(counts, policy.min_sample_rows,
+                                                     rounding_mode="floor").clamp_min(1))
+        offset = step % stride
+        s, o = stride[tabs], offset[tabs]
+        pick = (rank >= o) & ((rank - o) % s == 0)
+    picked = torch.bincount(tabs[pick], minlength=num_tables)
+    pick |= (picked == 0)[tabs]                                # empty sample: take the table
+    picked = torch.bincount(tabs[pick], minlength=num_tables)
+    weights = counts.double() / picked.double().clamp_min(1)
+    return entries[pick], weights[tabs[pick]], tabs[pick]
 
 
 # ---- thresholds -----------------------------------------------------------------------------
@@ -177,47 +190,47 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
               generator: torch.Generator, step: int, table_names: list[str]) -> dict[str, float]:
     """One pruning event on ``store``; returns its metrics (timing is the caller's)."""
     K = store.num_chunks
-    table_rows = store.table_rows.tolist()
-    ends = store.table_ends.tolist()
-    starts = [e - n for e, n in zip(ends, table_rows)]
-    groups = store.table_group.tolist()
+    F = len(table_names)
     G = store.num_groups
     device = store.addr.device
 
     u = utility.values()
     utility.event_decay()
-    samples = sample_rows(table_rows, policy, generator, step)
+    tables = store.table_of_entries()                     # [E], -1 = empty hashed slot
+    live = tables >= 0
+    idx, weights, stab = sample_entries(tables, F, policy, generator, step)
 
-    # Scores: utilities scaled per table (shared pool), in a transient [rows, K] tensor.
-    score = torch.empty_like(u)
-    scales = []
-    for t, (lo, hi) in enumerate(zip(starts, ends)):
-        s = 1.0
-        if policy.pool == "shared":
-            s = table_scale(u[lo + samples[t][0].to(device)], policy.normalise)
-        scales.append(s)
-        torch.div(u[lo:hi], s, out=score[lo:hi])
+    # Scores: utilities divided by a per-table scale (shared pool), a transient [E, K].
+    scales = torch.ones(F + 1)
+    if policy.pool == "shared" and policy.normalise != "none":
+        for t in range(F):
+            scales[t] = table_scale(u[idx[stab == t]], policy.normalise)
+    tab_or_none = torch.where(live, tables, torch.full_like(tables, F))
+    score = u / scales.to(device)[tab_or_none].unsqueeze(1)
 
-    # Thresholds per group (and per position for manual).
+    # Thresholds per group (and per position for manual), from the sample.
     caps = store.group_cap.tolist()
-    taus = torch.zeros(G, K, dtype=torch.float64)
+    group_of_table = store.table_group
+    sgroup = group_of_table[stab]
+    population = torch.bincount(group_of_table[tables[live]], minlength=G).tolist()
+    taus = torch.zeros(G + 1, K, dtype=torch.float64)
+    taus[G] = math.inf                                    # empty slots keep nothing
     for g in range(G):
-        members = [t for t in range(len(table_rows)) if groups[t] == g]
-        vals = torch.cat([score[starts[t] + samples[t][0].to(device)] for t in members])
-        wts = torch.cat([torch.full((samples[t][0].numel(),), samples[t][1], dtype=torch.float64)
-                         for t in members])
-        population = sum(table_rows[t] for t in members) * K
+        sel = sgroup == g
+        vals, wts = score[idx[sel]], weights[sel]
         if policy.thresholds == "manual":
             taus[g] = manual_thresholds(vals, wts, policy.manual_ratios)
         else:
             if policy.layout == "prefix":
                 vals = torch.cummin(vals, dim=1).values
             taus[g] = adaptive_threshold(vals.reshape(-1), wts.repeat_interleave(K), caps[g],
-                                         population)
+                                         population[g] * K)
 
-    # Margins, in place: score - tau of the row's group; prefix -> running minimum.
-    for t, (lo, hi) in enumerate(zip(starts, ends)):
-        score[lo:hi] -= taus[groups[t]].to(device=device, dtype=score.dtype)
+    best = score.max(dim=1).values if store.keys is not None else None   # entry ranking
+    # Margins, in place: score - tau of the entry's group; prefix -> running minimum.
+    group_or_none = torch.where(live, group_of_table[tables.clamp_min(0)],
+                                torch.full_like(tables, G))
+    score -= taus.to(device=device, dtype=score.dtype)[group_or_none]
     if policy.layout == "prefix":
         score = torch.cummin(score, dim=1).values
     keep = score > 0
@@ -230,24 +243,27 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     order = torch.sort(prio, descending=True, stable=True).indices
     granted = store.allocate(cand[order], policy.regrow_init, generator)
     allocated = int(granted.sum())
+    metrics: dict[str, float] = {}
+    if store.keys is not None:
+        metrics.update(_drop_entries(store, utility, policy, best))
 
     kept = store.kept_per_table()                     # [F, K]
-    metrics: dict[str, float] = {
+    metrics.update({
         "prune/evicted": float(evict.numel()),
         "prune/allocated": float(allocated),
         "prune/wanted_not_allocated": float(cand.numel() - allocated),
         "prune/kept_chunks": float(kept.sum()),
         "prune/capacity": float(store.capacity),
         "prune/free_slots": float(sum(store.free_counts())),
-    }
-    total_rows = sum(table_rows)
+    })
+    total_rows = store.total_rows
     for k in range(K):
         metrics[f"prune/kept_pos{k}"] = float(kept[:, k].sum())
         metrics[f"prune/kept_frac_pos{k}"] = float(kept[:, k].sum()) / total_rows
     for t, name in enumerate(table_names):
         metrics[f"prune/kept/{_clean(name)}"] = float(kept[t].sum())
         if policy.pool == "shared" and policy.normalise != "none":
-            metrics[f"prune/scale/{_clean(name)}"] = scales[t]
+            metrics[f"prune/scale/{_clean(name)}"] = float(scales[t])
     for g in range(G):
         gname = "" if G == 1 else f"/{_clean(table_names[g])}"
         if policy.thresholds == "manual":
@@ -256,6 +272,30 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
         else:
             metrics[f"prune/threshold{gname}"] = _finite(float(taus[g, 0]))
     return metrics
+
+
+def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
+                  best: torch.Tensor) -> dict[str, float]:
+    """Hashed index: leave ``index_reserve`` of the entry capacity free for rows not seen yet.
+
+    If more entries are live than that allows, the ones with the lowest best (normalised)
+    chunk utility go, chunks and utility history with them, and the table is rebuilt.
+    """
+    target = store.max_live - math.ceil(policy.index_reserve * store.max_live)
+    live = (store.keys >= 0).nonzero().squeeze(1)
+    dropped = max(0, live.numel() - target)
+    if dropped:
+        order = torch.sort(best[live], descending=True, stable=True).indices
+        gone = live[order[target:]]
+        chunks = store.present()[gone].nonzero()
+        store.evict(gone[chunks[:, 0]] * store.num_chunks + chunks[:, 1])
+        keep = store.keys >= 0
+        keep[gone] = False
+        old, new = store.rebuild(keep)
+        utility.move(old, new)
+    return {"prune/entries_dropped": float(dropped), "prune/live_entries": float(store.live),
+            "prune/max_probe": float(store.max_probe),
+            "prune/evicted_with_entries": float(chunks.shape[0] if dropped else 0)}
 
 
 def _finite(x: float) -> float:

@@ -1,14 +1,25 @@
 """The VHPI chunk store: virtually hashed entries, physically indexed chunk pool.
 
-Every virtual row r (table-batched, ``r = table offset + id``) has K chunk addresses
-``addr[r, k]`` (int32 pool slot, -1 = absent: reads as zeros). The pool ``[capacity, C]`` and
-its per-chunk optimizer state are allocated once, at the budget, so training memory never
-grows. Slots are handed out by a LIFO free stack per *group* (one group per table for
-``pool: per_table``, one group for ``pool: shared``); group g owns the slot range
+An *entry* holds K chunk addresses ``addr[e, k]`` (int32 pool slot, -1 = absent: reads as
+zeros); utilities live beside it (``fiited.utility``, same entry index). Two indexes map a
+virtual row (table-batched, ``r = table offset + id``) to its entry:
+
+- ``direct``: one entry per virtual row (entry = row). Metadata scales with the vocabulary.
+- ``hashed``: entries only for live rows, in an open-addressing table of ``num_entries`` slots
+  (keys = rows, -1 = empty; linear probing from a multiplicative hash). At most
+  ``max_live`` keys live in it (the load bound), so metadata scales with the budget, not the
+  vocabulary. Rows without an entry read zeros and earn no utility until they get one.
+  Deletions happen only in ``rebuild`` (re-insert the survivors), so probe chains never
+  break and no tombstones are needed.
+
+The pool ``[capacity, C]`` and its per-chunk optimizer state are allocated once, at the
+budget. Slots are handed out by a LIFO free stack per *group* (one group per table for
+``pool: per_table``, one for ``pool: shared``); group g owns the slot range
 ``[group_start[g], group_start[g] + group_cap[g])`` and its stack lives in the same range of
 ``free_stack``, with ``free_top[g]`` free slots on it. One slot is one chunk: no fragmentation.
 
-All operations are vectorised over the chunks they touch; loops run over groups at most.
+Everything is vectorised over the entries or chunks touched; loops run over groups, tables or
+probe distances, never over ids.
 """
 from __future__ import annotations
 
@@ -22,6 +33,8 @@ from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
 
 INITS = ("zero", "random")
+INDEXES = ("direct", "hashed")
+_HASH = 2654435761          # Knuth's multiplicative constant; rows < 2**32 keep products < 2**63
 
 
 def ranks_within_groups(groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,14 +45,18 @@ def ranks_within_groups(groups: torch.Tensor, num_groups: int) -> tuple[torch.Te
 
 
 class ChunkStore(nn.Module):
-    """Entry table + chunk pool + optimizer state + free stacks, all as buffers (resumable)."""
+    """Entries + chunk pool + optimizer state + free stacks, all as buffers (resumable)."""
 
     def __init__(self, table_rows: Sequence[int], num_chunks: int, chunk_width: int,
                  group_caps: Sequence[int], table_group: Sequence[int],
-                 optim: SparseOptimConfig) -> None:
+                 optim: SparseOptimConfig, index: str = "direct", num_entries: int = 0,
+                 max_live: int = 0) -> None:
         super().__init__()
         if len(table_group) != len(table_rows):
             raise ValueError("table_group needs one group id per table")
+        if index not in INDEXES:
+            raise ValueError(f"method.index={index!r} is not one of {INDEXES}")
+        self.index = index
         self.num_chunks = int(num_chunks)
         self.chunk_width = int(chunk_width)
         self.num_groups = len(group_caps)
@@ -51,8 +68,23 @@ class ChunkStore(nn.Module):
         total_rows = int(rows.sum())
         capacity = int(caps.sum())
         starts = torch.cumsum(caps, 0) - caps
+        if index == "hashed":
+            if total_rows >= 2 ** 32:
+                raise ValueError("index=hashed supports up to 2**32 virtual rows")
+            if not 0 < max_live <= num_entries:
+                raise ValueError(f"hashed index needs 0 < max_live ({max_live}) <= "
+                                 f"num_entries ({num_entries})")
+            entries = int(num_entries)
+            key_dtype = torch.int32 if total_rows < 2 ** 31 else torch.int64
+            self.register_buffer("keys", torch.full((entries,), -1, dtype=key_dtype))
+        else:
+            entries = total_rows
+            self.keys = None
+        self.max_live = int(max_live) if index == "hashed" else total_rows
+        self.max_probe = 0
+        self.live = 0 if index == "hashed" else total_rows
         # Entry table and chunk pool.
-        self.register_buffer("addr", torch.full((total_rows, self.num_chunks), -1, dtype=torch.int32))
+        self.register_buffer("addr", torch.full((entries, self.num_chunks), -1, dtype=torch.int32))
         self.register_buffer("pool", torch.zeros(capacity, self.chunk_width))
         self.register_buffer("opt_state", torch.full(
             (capacity * optim.state_floats_per_row,), float(optim.initial_accumulator)))
@@ -77,8 +109,12 @@ class ChunkStore(nn.Module):
         return self.pool.shape[0]
 
     @property
-    def total_rows(self) -> int:
+    def num_entries(self) -> int:
         return self.addr.shape[0]
+
+    @property
+    def total_rows(self) -> int:
+        return int(self.table_ends[-1])
 
     def free_counts(self) -> list[int]:
         """Free slots per group, from a host mirror (no device sync on the hot path)."""
@@ -93,10 +129,25 @@ class ChunkStore(nn.Module):
     def table_of_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return torch.bucketize(rows, self.table_ends, right=True)
 
-    def group_of_rows(self, rows: torch.Tensor) -> torch.Tensor:
+    def rows_of_entries(self, entries: torch.Tensor | None = None) -> torch.Tensor:
+        """Virtual row of each entry (-1 for an empty hashed slot); all entries if None."""
+        if self.keys is None:
+            if entries is None:
+                return torch.arange(self.num_entries, device=self.addr.device)
+            return entries
+        keys = self.keys if entries is None else self.keys[entries]
+        return keys.long()
+
+    def table_of_entries(self, entries: torch.Tensor | None = None) -> torch.Tensor:
+        """Table of each entry (-1 for an empty hashed slot)."""
+        rows = self.rows_of_entries(entries)
+        tables = self.table_of_rows(rows.clamp_min(0))
+        return torch.where(rows >= 0, tables, torch.full_like(tables, -1))
+
+    def group_of_entries(self, entries: torch.Tensor) -> torch.Tensor:
         if self.num_groups == 1:
-            return torch.zeros_like(rows)
-        return self.table_group[self.table_of_rows(rows)]
+            return torch.zeros_like(entries)
+        return self.table_group[self.table_of_entries(entries)]
 
     @staticmethod
     def bytes_per_chunk(chunk_width: int, optim: SparseOptimConfig) -> int:
@@ -104,9 +155,15 @@ class ChunkStore(nn.Module):
         return 4 * chunk_width + 4 * optim.state_floats_per_row + 4
 
     @staticmethod
-    def entry_bytes(total_rows: int, num_chunks: int, num_tables: int, num_groups: int) -> int:
-        """Capacity-independent index bytes: addresses + geometry buffers."""
-        return total_rows * num_chunks * 4 + 8 * (3 * num_groups + 3 * num_tables)
+    def bytes_per_entry(num_chunks: int, total_rows: int, index: str) -> int:
+        """Addresses (+ the key of a hashed slot), per entry."""
+        if index == "direct":
+            return 4 * num_chunks
+        return 4 * num_chunks + (4 if total_rows < 2 ** 31 else 8)
+
+    @staticmethod
+    def geometry_bytes(num_tables: int, num_groups: int) -> int:
+        return 8 * (3 * num_groups + 3 * num_tables)
 
     def weights_bytes(self) -> int:
         return tensor_bytes(self.pool)
@@ -115,8 +172,92 @@ class ChunkStore(nn.Module):
         return tensor_bytes(self.opt_state)
 
     def index_bytes(self) -> int:
-        return tensor_bytes(self.addr, self.free_stack, self.free_top, self.group_start,
-                            self.group_cap, self.table_rows, self.table_ends, self.table_group)
+        return tensor_bytes(self.addr, self.keys, self.free_stack, self.free_top,
+                            self.group_start, self.group_cap, self.table_rows, self.table_ends,
+                            self.table_group)
+
+    # ---- the hashed index ------------------------------------------------------------------
+    def _home(self, rows: torch.Tensor) -> torch.Tensor:
+        return (rows * _HASH) % self.num_entries
+
+    def _find(self, rows: torch.Tensor) -> torch.Tensor:
+        """Entry of each row (unique rows), -1 where it has none. Probes <= max_probe + 1."""
+        found = torch.full_like(rows, -1)
+        home = self._home(rows)
+        pending = torch.arange(rows.numel(), device=rows.device)
+        for step in range(self.max_probe + 1):
+            if pending.numel() == 0:
+                break
+            slot = (home[pending] + step) % self.num_entries
+            key = self.keys[slot].long()
+            hit = key == rows[pending]
+            found[pending[hit]] = slot[hit]
+            pending = pending[~hit & (key >= 0)]
+        return found
+
+    def _insert(self, rows: torch.Tensor) -> torch.Tensor:
+        """Put absent unique rows in empty slots (linear probing; the smallest row wins a
+        contested slot, so the layout is deterministic). Returns their entries."""
+        entries = torch.full_like(rows, -1)
+        home = self._home(rows)
+        probe = torch.zeros_like(rows)
+        pending = torch.arange(rows.numel(), device=rows.device)
+        while pending.numel():
+            slot = (home[pending] + probe[pending]) % self.num_entries
+            empty = self.keys[slot] < 0
+            cand, cslot = pending[empty], slot[empty]
+            uniq, inv = torch.unique(cslot, return_inverse=True)
+            best = torch.full((uniq.numel(),), torch.iinfo(torch.int64).max, device=rows.device)
+            best.scatter_reduce_(0, inv, rows[cand], "amin")
+            won = rows[cand] == best[inv]
+            winners, wslot = cand[won], cslot[won]
+            self.keys[wslot] = rows[winners].to(self.keys.dtype)
+            entries[winners] = wslot
+            if winners.numel():
+                self.max_probe = max(self.max_probe, int(probe[winners].max()))
+            done = torch.zeros(rows.numel(), dtype=torch.bool, device=rows.device)
+            done[winners] = True
+            pending = pending[~done[pending]]
+            probe[pending] += 1
+        self.live += 0
+        return entries
+
+    def entries_of(self, rows: torch.Tensor, insert: bool) -> torch.Tensor:
+        """Entry of each row [N] (-1: none). ``insert``: give rows without one an entry while
+        fewer than ``max_live`` are live (smallest rows first)."""
+        if self.keys is None:
+            return rows
+        uniq, inverse = torch.unique(rows, return_inverse=True)
+        found = self._find(uniq)
+        if insert and self.live < self.max_live:
+            missing = (found < 0).nonzero().squeeze(1)
+            if missing.numel():
+                missing = missing[: self.max_live - self.live]
+                found[missing] = self._insert(uniq[missing])
+        return found[inverse]
+
+    def rebuild(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hashed only: keep the entries where ``keep`` [E] and re-insert them into a fresh
+        table. Returns (old entries, their new entries) so callers can move their own rows."""
+        old = (keep & (self.keys >= 0)).nonzero().squeeze(1)
+        rows = self.keys[old].long()
+        self.keys.fill_(-1)
+        self.max_probe = 0
+        self.live = 0
+        new = self._insert(rows)
+        addr = torch.full_like(self.addr, -1)
+        addr[new] = self.addr[old]
+        self.addr.copy_(addr)
+        return old, new
+
+    def _recount(self) -> None:
+        """Live count and longest probe distance, from the keys (after loading a state)."""
+        if self.keys is None:
+            return
+        slots = (self.keys >= 0).nonzero().squeeze(1)
+        self.live = slots.numel()
+        disp = (slots - self._home(self.keys[slots].long())) % self.num_entries
+        self.max_probe = int(disp.max()) if disp.numel() else 0
 
     # ---- slot management -------------------------------------------------------------------
     def _pop(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,16 +303,16 @@ class ChunkStore(nn.Module):
             self.opt_state[slots] = float(self.optim.initial_accumulator)
 
     def allocate(self, flat: torch.Tensor, init: str, generator: torch.Generator) -> torch.Tensor:
-        """Give slots to absent chunks ``flat`` (= row*K + k, priority order within each group)
-        while their group has free slots. Returns the mask of chunks that got one."""
+        """Give slots to absent chunks ``flat`` (= entry*K + k, priority order within each
+        group) while their group has free slots. Returns the mask of chunks that got one."""
         flat = flat.long()
         if flat.numel() == 0:
             return torch.zeros(0, dtype=torch.bool, device=flat.device)
-        rows = torch.div(flat, self.num_chunks, rounding_mode="floor")
-        granted, slots = self._pop(self.group_of_rows(rows))
+        entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
+        granted, slots = self._pop(self.group_of_entries(entries))
         got = flat[granted]
         self.addr.view(-1)[got] = slots.to(torch.int32)
-        self.init_slots(slots, self.table_of_rows(rows[granted]), init, generator)
+        self.init_slots(slots, self.table_of_entries(entries[granted]), init, generator)
         self._sync_free()
         return granted
 
@@ -180,20 +321,20 @@ class ChunkStore(nn.Module):
         flat = flat.long()
         if flat.numel() == 0:
             return
-        entries = self.addr.view(-1)
-        slots = entries[flat].long()
+        cells = self.addr.view(-1)
+        slots = cells[flat].long()
         if bool((slots < 0).any()):
             raise RuntimeError("evict() was given an absent chunk")
-        entries[flat] = -1
-        rows = torch.div(flat, self.num_chunks, rounding_mode="floor")
-        self._push(slots, self.group_of_rows(rows))
+        cells[flat] = -1
+        entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
+        self._push(slots, self.group_of_entries(entries))
         self._sync_free()
 
     def fill_all(self, values: torch.Tensor) -> None:
-        """Every chunk present (capacity == all chunks): slot r*K+k holds chunk k of row r."""
+        """Direct index, capacity == all chunks: slot r*K+k holds chunk k of row r."""
         n = self.total_rows * self.num_chunks
-        if self.capacity != n:
-            raise RuntimeError(f"fill_all needs capacity {n}, have {self.capacity}")
+        if self.capacity != n or self.keys is not None:
+            raise RuntimeError(f"fill_all needs a direct index and capacity {n}")
         self.addr.copy_(torch.arange(n, dtype=torch.int32).view_as(self.addr))
         self.pool.copy_(values.reshape(n, self.chunk_width))
         self.free_top.zero_()
@@ -204,18 +345,33 @@ class ChunkStore(nn.Module):
         return self.addr >= 0
 
     def kept_per_table(self) -> torch.Tensor:
-        """[F, K] present chunks per table and position (O(rows): reports and events only)."""
-        ends = self.table_ends.tolist()
-        out = torch.zeros(len(ends), self.num_chunks, dtype=torch.int64)
-        start = 0
-        for t, end in enumerate(ends):
-            out[t] = (self.addr[start:end] >= 0).sum(0).cpu()
-            start = end
+        """[F, K] present chunks per table and position (O(entries): reports and events only)."""
+        F = self.table_rows.numel()
+        tables = self.table_of_entries()
+        live = tables >= 0
+        out = torch.zeros(F * self.num_chunks, dtype=torch.int64, device=self.addr.device)
+        idx = (tables[live].unsqueeze(1) * self.num_chunks
+               + torch.arange(self.num_chunks, device=self.addr.device))
+        out.index_add_(0, idx.reshape(-1), self.present()[live].long().reshape(-1))
+        return out.view(F, self.num_chunks).cpu()
+
+    def widths_per_table(self) -> torch.Tensor:
+        """[F, K+1] rows per table by number of kept chunks (rows without an entry: 0)."""
+        F, K = self.table_rows.numel(), self.num_chunks
+        tables = self.table_of_entries()
+        live = tables >= 0
+        chunks = self.present()[live].sum(1)
+        out = torch.zeros(F * (K + 1), dtype=torch.int64, device=self.addr.device)
+        out.index_add_(0, tables[live] * (K + 1) + chunks,
+                       torch.ones_like(chunks, dtype=torch.int64))
+        out = out.view(F, K + 1).cpu()
+        out[:, 0] += self.table_rows.cpu() - out.sum(1)
         return out
 
     def check_invariants(self) -> None:
         """Raise AssertionError unless every slot is free xor owned by exactly one chunk, the
-        free stacks hold only their group's slots, and present + free == capacity."""
+        free stacks hold only their group's slots, present + free == capacity, and (hashed)
+        every live key is found at its own entry and empty entries own nothing."""
         cap = self.capacity
         owned = self.addr[self.addr >= 0].long()
         assert owned.numel() == 0 or (owned.min() >= 0 and owned.max() < cap), "address out of pool"
@@ -235,19 +391,26 @@ class ChunkStore(nn.Module):
         assert every.numel() == cap, f"owned {owned.numel()} + free {free.numel()} != capacity {cap}"
         assert torch.equal(torch.sort(every).values, torch.arange(cap, device=every.device)), \
             "a slot is owned twice, owned and free, or lost"
-        # Owned slots lie in the owning row's group.
         flat = (self.addr >= 0).view(-1).nonzero().squeeze(1)
-        rows = torch.div(flat, self.num_chunks, rounding_mode="floor")
-        g = self.group_of_rows(rows)
+        entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
+        g = self.group_of_entries(entries)
         s = self.addr.view(-1)[flat].long()
         assert bool(((s >= self.group_start[g]) & (s < self.group_start[g] + self.group_cap[g])).all()), \
             "a chunk holds a slot outside its group's range"
+        if self.keys is not None:
+            live = (self.keys >= 0).nonzero().squeeze(1)
+            rows = self.keys[live].long()
+            assert live.numel() == self.live <= self.max_live, "live entry count is off"
+            assert torch.unique(rows).numel() == rows.numel(), "a row has two entries"
+            assert torch.equal(self._find(rows), live), "a live key is not found at its entry"
+            assert bool((self.addr[self.keys < 0] < 0).all()), "an empty entry owns a chunk"
         assert self._free_host == tops, "host mirror of free counts is stale"
 
     # ---- resume ----------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
-        return {"version": 1}
+        return {"version": 2}
 
     def set_extra_state(self, state: dict) -> None:
-        # Called after this module's buffers are loaded: refresh the host mirror.
+        # Called after this module's buffers are loaded: refresh what derives from them.
         self._sync_free()
+        self._recount()

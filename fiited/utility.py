@@ -26,9 +26,9 @@ DECAY_MODES = ("step", "event")
 
 
 class ChunkUtility(nn.Module):
-    """Utilities of every chunk of every virtual row, [rows, K] float32."""
+    """Utilities of every chunk of every entry (virtual row, or hashed slot), [E, K] float32."""
 
-    def __init__(self, total_rows: int, num_chunks: int, kind: str = "freq_grad",
+    def __init__(self, num_entries: int, num_chunks: int, kind: str = "freq_grad",
                  gamma: float = 0.99, decay_per: str = "step", renorm_limit: float = 1e12) -> None:
         super().__init__()
         if kind not in UTILITIES:
@@ -43,7 +43,7 @@ class ChunkUtility(nn.Module):
         self.gamma = float(gamma)
         self.decay_per = decay_per
         self.renorm_limit = float(renorm_limit)
-        self.register_buffer("util", torch.zeros(total_rows, num_chunks))
+        self.register_buffer("util", torch.zeros(num_entries, num_chunks))
         self.t = 0      # training steps completed
         self.t0 = 0     # step of the time base
         self.renormalisations = 0
@@ -59,7 +59,7 @@ class ChunkUtility(nn.Module):
         return self.gamma ** -(self.t + 1 - self.t0)
 
     def accumulate(self, rows: torch.Tensor, norms: torch.Tensor) -> None:
-        """Add this step's contributions: ``rows`` [N] virtual rows, ``norms`` [N, K]."""
+        """Add this step's contributions: ``rows`` [N] entries, ``norms`` [N, K]."""
         if rows.numel() == 0:
             return
         scale = self._scale()
@@ -95,6 +95,12 @@ class ChunkUtility(nn.Module):
         """Per-event decay (``decay_per: event``); a no-op for per-step decay."""
         if self.decay_per == "event" and self.gamma < 1.0:
             self.util.mul_(self.gamma)
+
+    def move(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Entries ``old`` now live at ``new`` (a hashed index was rebuilt); the rest are gone."""
+        moved = torch.zeros_like(self.util)
+        moved[new] = self.util[old]
+        self.util.copy_(moved)
 
     def get_extra_state(self) -> dict:
         return {"t": self.t, "t0": self.t0, "renormalisations": self.renormalisations}

@@ -23,12 +23,13 @@ from reports.tables import uniform_mean, uniform_runs
 
 MEM = "mem/total_bytes"
 MAX_PANELS = 12
-_KEPT_FRAC = re.compile(r"prune/kept_frac/pos(\d+)")
+# the brief's name (prune/kept_frac/pos{k}) and the harness's (prune/kept_frac_pos{k})
+KEPT_FRAC = re.compile(r"prune/kept_frac[/_]pos(\d+)")
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    name: str          # file stem and key into claims.FIGURE_CLAIMS
+    name: str          # file stem and key into claims.OUTPUT_CLAIMS
     title: str
     draw_fn: Callable[[ReportData], Figure | None]
 
@@ -76,7 +77,7 @@ def label(frame: pd.DataFrame, cols: Sequence[str], defaults: dict | None = None
             if c == "method":
                 parts.append(str(v))
             elif c == "budget" or defaults.get((row.get("method"), c)) != v:
-                parts.append(f"{c}={_short(v)}")
+                parts.append(f"{c.removeprefix('method.')}={_short(v)}")
         return " ".join(parts) or "all runs"
     if frame.empty:
         return pd.Series([], dtype=str, index=frame.index)
@@ -84,16 +85,18 @@ def label(frame: pd.DataFrame, cols: Sequence[str], defaults: dict | None = None
 
 
 def usual_values(data: ReportData) -> dict:
-    """(method, field) -> the field's most common value among the method's complete runs."""
-    runs = data.runs.complete
+    """(method, field) -> the value most of the method's configs share (a strict majority;
+    with no majority the field is always named)."""
+    cols = data.runs.config_columns
+    configs = data.runs.complete[cols].drop_duplicates()
     out = {}
-    for c in data.runs.config_columns:
+    for c in cols:
         if c in ("method", "budget"):
             continue
-        for method, vals in runs.groupby("method")[c]:
-            mode = vals.dropna().mode()
-            if len(mode):
-                out[(method, c)] = mode.iloc[0]
+        for method, vals in configs.groupby("method")[c]:
+            counts = vals.dropna().value_counts()
+            if len(counts) and counts.iloc[0] * 2 > len(vals):
+                out[(method, c)] = counts.index[0]
     return out
 
 
@@ -210,17 +213,24 @@ def k_ablation(data: ReportData) -> Figure | None:
     return _legend(fig, axes)
 
 
-def _variants(data: ReportData, col: str, metrics: Sequence[str]) -> Figure | None:
-    """Bars of each metric by the values of ``col``, per remaining config."""
-    runs = _varying(data, col)
+def _variants(data: ReportData, col: str, metrics: Sequence[str],
+              companions: Sequence[str] = ()) -> Figure | None:
+    """Bars of each metric by the values of ``col``, per remaining config. ``companions`` are
+    fields that only make sense with ``col`` (manual ratios with manual thresholds): they
+    name the variant instead of splitting the configs it is compared within."""
+    companions = [c for c in companions if c in data.runs.config_columns]
+    runs = _varying(data, col, exclude=companions)
     metrics = [m for m in metrics if data.runs.has(m)]
     if runs.empty or not metrics:
         return None
-    runs[col] = runs[col].astype(str)
+    runs["variant"] = runs[col].astype(str)
+    for c in companions:
+        extra = runs[c].map(lambda v: "" if pd.isna(v) or str(v) in ("[]", "") else f" {v}")
+        runs["variant"] = runs["variant"] + extra
     fig, axes = _panels(len(metrics))
-    pal = _palette(sorted(runs[col].unique()))
+    pal = _palette(sorted(runs["variant"].unique()))
     for ax, m in zip(axes, metrics):
-        sns.barplot(runs, x="label", y=m, hue=col, palette=pal, hue_order=list(pal),
+        sns.barplot(runs, x="label", y=m, hue="variant", palette=pal, hue_order=list(pal),
                     errorbar="sd", capsize=0.1, ax=ax)
         if m == data.runs.ne_metric:
             _uniform_line(ax, data, runs, m)
@@ -239,7 +249,8 @@ def utility_ablation(data: ReportData) -> Figure | None:
 
 
 def thresholds_comparison(data: ReportData) -> Figure | None:
-    return _variants(data, "thresholds", [data.runs.ne_metric, MEM])
+    return _variants(data, "thresholds", [data.runs.ne_metric, MEM],
+                     companions=("method.manual_ratios",))
 
 
 def padding_comparison(data: ReportData) -> Figure | None:
@@ -271,14 +282,14 @@ def decay_sampling_heatmap(data: ReportData) -> Figure | None:
 
 def kept_fraction_over_time(data: ReportData) -> Figure | None:
     """Per chunk position, the fraction of entries keeping it, at each pruning event."""
-    keys = sorted((c for c in data.runs.frame.columns if _KEPT_FRAC.fullmatch(c)),
-                  key=lambda c: int(_KEPT_FRAC.fullmatch(c).group(1)))
+    keys = sorted((c for c in data.runs.frame.columns if KEPT_FRAC.fullmatch(c)),
+                  key=lambda c: int(KEPT_FRAC.fullmatch(c).group(1)))
     if not keys or not any(data.runs.has(k) for k in keys):
         return None
     hist = data.history(keys)
     if hist.empty:
         return None
-    hist["position"] = hist["key"].str.extract(_KEPT_FRAC.pattern, expand=False).astype(int)
+    hist["position"] = hist["key"].str.extract(KEPT_FRAC.pattern, expand=False).astype(int)
     hist["label"] = label(hist, data.runs.config_columns, usual_values(data))
     groups = list(hist.groupby("label", sort=False))[:MAX_PANELS]
     positions = sorted(hist["position"].unique())

@@ -37,7 +37,8 @@ TOLERANCE = 1e-5  # max |a - b| / max |b| after an update
 def load_kernels():
     """Import fiited.kernels.{reference,triton_kernels} without running the packages' __init__."""
     if "fiited" not in sys.modules:
-        for name, path in (("fiited", ROOT / "fiited"), ("fiited.kernels", ROOT / "fiited" / "kernels")):
+        for name, path in (("fiited", ROOT / "fiited"),
+                           ("fiited.kernels", ROOT / "fiited" / "kernels")):
             pkg = types.ModuleType(name)
             pkg.__path__ = [str(path)]
             sys.modules[name] = pkg
@@ -46,7 +47,7 @@ def load_kernels():
     return reference, triton_kernels, SparseOptimConfig
 
 
-def zipf_ids(n: int, vocab: int, alpha: float, gen, device) -> "torch.Tensor":
+def zipf_ids(n: int, vocab: int, alpha: float, gen, device):
     """Zipf-like ids in [0, vocab): rank r drawn with p ~ 1/(r+1)^alpha, ranks scattered."""
     import torch
     u = torch.rand(n, generator=gen, device=device, dtype=torch.float64)
@@ -213,7 +214,6 @@ def run_timing(kernels, device, tiny: bool):
     dst = torch.empty_like(src)
     copy_s = measure(lambda: dst.copy_(src), warmup, repeats)
     copy_bw = 2 * src.numel() * 4 / copy_s
-    del src, dst
     table = [{"op": "copy", "impl": "tensor.copy_", "k": "-", "present": "-",
               "ms": copy_s * 1e3, "gbps": copy_bw / 1e9, "of_copy": 1.0, "target": ""}]
 
@@ -293,7 +293,6 @@ def run_timing(kernels, device, tiny: bool):
         except Exception:
             traceback.print_exc()
         print(f"  timed K={k} present={label}: N={n} unique={n_unique}", flush=True)
-        del pool, state, grad
     return table, {"B": b, "F": f, "D": d, "vocab_per_table": vocab, "N": n}
 
 
@@ -324,12 +323,11 @@ def run_tuning(kernels, device, tiny: bool):
                 try:
                     sec = measure(lambda: tk.backward_update(pool, state, rows, grad, opt),
                                   1, 1 if tiny else 7)
-                except Exception as e:
+                except Exception:
                     traceback.print_exc()
                     sec = math.nan
                 out.append({"k": k, "elems": elems, "warps": warps, "ms": sec * 1e3})
                 print(f"  tune K={k} elems={elems} warps={warps}: {sec * 1e3:.3f} ms", flush=True)
-            del pool, state, grad
     finally:
         tk.UPDATE_TILE_ELEMS, tk.UPDATE_WARPS = saved
     return out
@@ -337,7 +335,7 @@ def run_tuning(kernels, device, tiny: bool):
 
 # ---- report --------------------------------------------------------------------------------
 def markdown(header, correctness, timing, shape, tuning=()) -> str:
-    lines = [f"# gpu_check", "", header, "", "## Correctness (vs reference)", "",
+    lines = ["# gpu_check", "", header, "", "## Correctness (vs reference)", "",
              "| case | optimizer | gather err | pool rel err | state rel err | norms rel err "
              "| deterministic | result |", "|---|---|---|---|---|---|---|---|"]
     for r in correctness:

@@ -6,10 +6,10 @@ all-reduces and the embedding all-to-alls can never interleave differently on tw
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -49,17 +49,25 @@ def launch_env(env: Optional[Mapping[str, str]] = None) -> LaunchEnv:
         "(see docs/scaling_out.md)")
 
 
+def first_host(nodelist: str) -> str:
+    """First hostname of a SLURM nodelist ("gpu[03-05,09],cpu1" -> "gpu03"), no scontrol."""
+    depth, end = 0, len(nodelist)
+    for i, c in enumerate(nodelist):
+        depth += (c == "[") - (c == "]")
+        if c == "," and depth == 0:
+            end = i
+            break
+    first = nodelist[:end].strip()
+    if "[" not in first:
+        return first
+    prefix, rest = first.split("[", 1)
+    return prefix + rest.split(",")[0].split("-")[0].rstrip("]")
+
+
 def slurm_launch_vars(env: Mapping[str, str]) -> dict[str, str]:
     """The torch env:// variables for one SLURM task (master = first node of the job)."""
-    nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
-    master = env.get("MASTER_ADDR")
-    if master is None:
-        try:
-            out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True,
-                                 text=True, timeout=30, check=True).stdout.split()
-            master = out[0] if out else "127.0.0.1"
-        except (OSError, subprocess.SubprocessError):
-            master = nodes.split(",")[0] if nodes and "[" not in nodes else "127.0.0.1"
+    nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+    master = env.get("MASTER_ADDR") or first_host(nodes)
     port = env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 40000)
     ntasks = int(env["SLURM_NTASKS"])
     nnodes = int(env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES", "1")))
@@ -90,10 +98,9 @@ class DistContext:
     """This process's place in the job, its device and its process groups."""
 
     def __init__(self, rank: int, world_size: int, local_rank: int, backend: str,
-                 device: torch.device, timeout: datetime.timedelta, owns_default: bool) -> None:
+                 device: torch.device, timeout: datetime.timedelta) -> None:
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
         self.backend, self.device, self.timeout = backend, device, timeout
-        self._owns_default = owns_default
         self.emb_group = dist.new_group(backend=backend, timeout=timeout)
 
     @classmethod
@@ -113,16 +120,21 @@ class DistContext:
         if backend == "nccl" and dev.type != "cuda":
             raise ValueError(f"distributed backend nccl needs train.device=cuda, got {device!r}")
         timeout = datetime.timedelta(seconds=cfg.timeout_s)
-        owns = not dist.is_initialized()
-        if owns:
+        if not dist.is_initialized():
             kwargs = {"device_id": dev} if backend == "nccl" else {}
             dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
                                     timeout=timeout, **kwargs)
+            # Kept for the process's life: a second init in the same worker (the next job of
+            # a multirun) would find the first one's rendezvous keys in torchrun's store.
+            atexit.register(_destroy_default)
+        elif dist.get_backend() != backend:
+            raise RuntimeError(f"the process group already uses backend {dist.get_backend()}, "
+                               f"this job wants {backend}")
         elif dist.get_world_size() != env.world_size or dist.get_rank() != env.rank:
             raise RuntimeError("an existing process group disagrees with RANK/WORLD_SIZE")
         log.info("rank %d of %d (local %d), backend %s, device %s, timeout %ss", env.rank,
                  env.world_size, env.local_rank, backend, dev, cfg.timeout_s)
-        return cls(env.rank, env.world_size, env.local_rank, backend, dev, timeout, owns)
+        return cls(env.rank, env.world_size, env.local_rank, backend, dev, timeout)
 
     # ---- collectives the trainer and the sharded embedding share ---------------------------
     def gather_objects(self, obj: Any, group=None) -> list[Any]:
@@ -154,12 +166,13 @@ class DistContext:
         raise DistributedInputError(msg)
 
     def close(self) -> None:
-        """Leave the job: destroy the groups this context made (idempotent)."""
-        if not dist.is_initialized():
-            return
-        if self.emb_group is not None:
+        """End this job's use: destroy its embedding group (idempotent). The default group
+        lives until the process exits, so that the next job of a multirun can reuse it."""
+        if self.emb_group is not None and dist.is_initialized():
             dist.destroy_process_group(self.emb_group)
-            self.emb_group = None
-        if self._owns_default:
-            dist.destroy_process_group()
-            self._owns_default = False
+        self.emb_group = None
+
+
+def _destroy_default() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -6,8 +6,8 @@ different numbers. Here a rank regenerates that stream, in bounded chunks, up to
 table and keeps its own tables' rows: bitwise the 1-process values (torch's CPU generator is
 stream-consistent: drawing n then m numbers equals drawing n + m).
 
-Knows the methods whose start is one such stream: ``uniform`` (its pool), and FIITED-family
-stores that start full (``fill_all``, i.e. capacity for every chunk). Others keep their own
+Knows the methods whose start is one such stream: ``uniform`` and ``post_prune`` (their
+pools), and FIITED-family stores that start full (``fill_all``, i.e. capacity for every chunk). Others keep their own
 per-rank draws (``align_initial_values`` returns False and the trainer says so). The clean fix
 is per-table generators inside the methods; then this module goes away.
 """
@@ -22,15 +22,15 @@ from fiited.interface import EmbeddingMethod, dlrm_init
 CHUNK_FLOATS = 1 << 22   # 16 MiB of float32 per generated piece
 
 
-def stream_rows(seed: int, width: int, table_rows: Sequence[int],
-                owned: Sequence[int]) -> torch.Tensor:
+def stream_rows(seed: int, width: int, table_rows: Sequence[int], owned: Sequence[int],
+                chunk_floats: int = CHUNK_FLOATS) -> torch.Tensor:
     """Rows of the ``owned`` tables (ascending) from ``dlrm_init(sum(table_rows), width,
     per-row bound of its table, Generator().manual_seed(seed))``, never holding the rest."""
     owned_set = set(int(t) for t in owned)
     if not owned_set:
         return torch.zeros(0, width)
     gen = torch.Generator().manual_seed(int(seed))
-    step = max(1, CHUNK_FLOATS // max(1, width))
+    step = max(1, chunk_floats // max(1, width))
     keep: list[torch.Tensor] = []
     for t in range(max(owned_set) + 1):
         n = int(table_rows[t])
@@ -51,6 +51,14 @@ def align_initial_values(method: EmbeddingMethod, table_rows: Sequence[int],
     if type(method) is Uniform:
         with torch.no_grad():
             method.pool.copy_(stream_rows(method.seed, method.width, table_rows, owned))
+        return True
+    try:
+        from baselines.post_prune import PostPrune
+    except ImportError:  # pragma: no cover - baseline not in this tree
+        PostPrune = None
+    if PostPrune is not None and type(method) is PostPrune:   # uniform at D until it prunes
+        with torch.no_grad():
+            method.pool.copy_(stream_rows(method.seed, method.dim, table_rows, owned))
         return True
     try:
         from fiited.method import Fiited

@@ -160,6 +160,11 @@ class ShardedEmbedding(EmbeddingMethod):
         raise NotImplementedError
 
     # ---- per-step hooks ------------------------------------------------------------------
+    @property
+    def finetune_steps(self) -> int:
+        """The local method's post-training fine-tune steps (same on every rank)."""
+        return int(getattr(self.local, "finetune_steps", 0) or 0)
+
     def _threshold_scope(self):
         if self.threshold_reducer is None:
             return contextlib.nullcontext()

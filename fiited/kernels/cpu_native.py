@@ -4,8 +4,8 @@ Plain C++ with a C ABI, loaded through ctypes: no torch headers, so a clean chec
 in about a second on first use (into a cache dir, never into the tree). ctypes drops the GIL
 during a call; the code spreads work over ``threads`` std::threads itself.
 
-Update: a stable LSD radix sort of (pool row, occurrence) pairs groups duplicates in occurrence
-order; then each thread takes whole segments, sums their gradient slices in that order (the
+Update: a stable (parallel LSD radix) sort of (pool row, occurrence) pairs groups duplicates in
+occurrence order; then each thread takes whole segments, sums their gradient slices in that order (the
 reference's order, so SGD is bit-exact), writes the per-occurrence norms in the same read, and
 applies the optimizer to the row. Return codes: -1 ok, -2 too large for 32-bit packing (the
 caller falls back to torch ops), >= 0 the index of the first out-of-range row.
@@ -37,19 +37,31 @@ SOURCE = r"""
 
 namespace {
 
-// Run fn(begin, end) over [0, n) on up to `threads` threads, at least `grain` items each.
+// Split [0, n) into `t` chunks and run fn(chunk, begin, end) on one thread each.
 template <typename F>
-void parallel_for(int64_t n, int threads, int64_t grain, const F& fn) {
-  int64_t t = std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
-  if (t <= 1) { if (n > 0) fn(int64_t(0), n); return; }
+void for_chunks(int64_t t, int64_t n, const F& fn) {
+  if (t <= 1) { if (n > 0) fn(int64_t(0), int64_t(0), n); return; }
   int64_t step = (n + t - 1) / t;
   std::vector<std::thread> workers;
   for (int64_t i = 1; i < t; ++i) {
-    int64_t b = i * step, e = std::min(n, b + step);
-    if (b < e) workers.emplace_back([&fn, b, e] { fn(b, e); });
+    int64_t b = std::min(n, i * step), e = std::min(n, b + step);
+    workers.emplace_back([&fn, i, b, e] { fn(i, b, e); });
   }
-  fn(int64_t(0), std::min(n, step));
+  fn(int64_t(0), int64_t(0), std::min(n, step));
   for (auto& w : workers) w.join();
+}
+
+// How many threads for n items when each should get at least `grain`.
+inline int64_t team(int64_t n, int threads, int64_t grain) {
+  return std::max<int64_t>(1, std::min<int64_t>(threads, n / std::max<int64_t>(grain, 1)));
+}
+
+// Run fn(begin, end) over [0, n) on up to `threads` threads, at least `grain` items each.
+template <typename F>
+void parallel_for(int64_t n, int threads, int64_t grain, const F& fn) {
+  for_chunks(team(n, threads, grain), n, [&fn](int64_t, int64_t b, int64_t e) {
+    if (b < e) fn(b, e);
+  });
 }
 
 constexpr int64_t kAhead = 12;  // occurrences to prefetch ahead on random row reads
@@ -98,22 +110,67 @@ int64_t gather_impl(const float* pool, int64_t P, int64_t C, const R* rows, int6
 }
 
 // Stable LSD radix sort of packed (key << 32 | occurrence) by the key's low `bits` bits.
-void radix_sort(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int bits) {
-  if (bits <= 0 || a.size() < 2) return;
-  int passes = (bits + 10) / 11;
-  int width = (bits + passes - 1) / passes;
-  uint64_t mask = (uint64_t(1) << width) - 1;
-  std::vector<int64_t> count(size_t(1) << width);
-  tmp.resize(a.size());
+// Each pass: per-chunk digit counts, offsets in (digit, chunk) order, per-chunk scatter.
+void radix_sort(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int bits, int threads) {
+  const int64_t n = (int64_t)a.size();
+  if (bits <= 0 || n < 2) return;
+  const int passes = (bits + 10) / 11;
+  const int width = (bits + passes - 1) / passes;
+  const int64_t buckets = int64_t(1) << width;
+  const uint64_t mask = uint64_t(buckets - 1);
+  const int64_t t = team(n, threads, 65536);
+  std::vector<int64_t> count(t * buckets);
+  tmp.resize(n);
   for (int p = 0; p < passes; ++p) {
-    int shift = 32 + p * width;
+    const int shift = 32 + p * width;
+    const uint64_t* src = a.data();
+    uint64_t* dst = tmp.data();
     std::fill(count.begin(), count.end(), 0);
-    for (uint64_t v : a) ++count[(v >> shift) & mask];
+    for_chunks(t, n, [&](int64_t id, int64_t b, int64_t e) {
+      int64_t* c = count.data() + id * buckets;
+      for (int64_t i = b; i < e; ++i) ++c[(src[i] >> shift) & mask];
+    });
     int64_t sum = 0;
-    for (auto& c : count) { int64_t x = c; c = sum; sum += x; }
-    for (uint64_t v : a) tmp[count[(v >> shift) & mask]++] = v;
+    for (int64_t d = 0; d < buckets; ++d)
+      for (int64_t id = 0; id < t; ++id) {
+        int64_t x = count[id * buckets + d];
+        count[id * buckets + d] = sum;
+        sum += x;
+      }
+    for_chunks(t, n, [&](int64_t id, int64_t b, int64_t e) {
+      int64_t* c = count.data() + id * buckets;
+      for (int64_t i = b; i < e; ++i) dst[c[(src[i] >> shift) & mask]++] = src[i];
+    });
     a.swap(tmp);
   }
+}
+
+// The present (row, occurrence) pairs in occurrence order; -1, or the first out-of-range index.
+template <typename R>
+int64_t collect(const R* rows, int64_t M, int64_t P, int threads, std::vector<uint64_t>& out) {
+  const int64_t t = team(M, threads, 65536);
+  std::vector<int64_t> present(t + 1, 0), bad(t, INT64_MAX);
+  for_chunks(t, M, [&](int64_t id, int64_t b, int64_t e) {
+    int64_t n = 0;
+    for (int64_t i = b; i < e; ++i) {
+      int64_t r = (int64_t)rows[i];
+      if (r >= P && bad[id] == INT64_MAX) bad[id] = i;
+      n += r >= 0;
+    }
+    present[id + 1] = n;
+  });
+  int64_t first = *std::min_element(bad.begin(), bad.end());
+  if (first != INT64_MAX) return first;
+  for (int64_t id = 0; id < t; ++id) present[id + 1] += present[id];
+  out.resize(present[t]);
+  for_chunks(t, M, [&](int64_t id, int64_t b, int64_t e) {
+    uint64_t* dst = out.data() + present[id];
+    for (int64_t i = b; i < e; ++i) {
+      int64_t r = (int64_t)rows[i];
+      if (r >= 0) *dst++ = (uint64_t(r) << 32) | uint64_t(i);
+    }
+  });
+  return -1;
 }
 
 template <typename R>
@@ -122,22 +179,17 @@ int64_t update_impl(float* pool, int64_t P, int64_t C, float* state, const R* ro
                     int threads) {
   if (M >= (int64_t(1) << 32) || P > (int64_t(1) << 32)) return -2;
   std::vector<uint64_t> keyed;
-  keyed.reserve(M);
-  for (int64_t i = 0; i < M; ++i) {
-    int64_t r = (int64_t)rows[i];
-    if (r < 0) continue;
-    if (r >= P) return i;
-    keyed.push_back((uint64_t(r) << 32) | uint64_t(i));
-  }
+  int64_t bad = collect(rows, M, P, threads, keyed);
+  if (bad >= 0) return bad;
   int bits = 0;
   while (bits < 32 && (int64_t(1) << bits) < P) ++bits;
   std::vector<uint64_t> tmp;
-  radix_sort(keyed, tmp, bits);
-  const int64_t U = (int64_t)keyed.size();
+  radix_sort(keyed, tmp, bits, threads);
+  const int64_t Mp = (int64_t)keyed.size();  // present occurrences
   const uint64_t* s = keyed.data();
   const float nlr = -lr;
   int64_t grain = std::max<int64_t>(64, 65536 / std::max<int64_t>(C, 1));
-  parallel_for(U, threads, grain, [&](int64_t b, int64_t e) {
+  parallel_for(Mp, threads, grain, [&](int64_t b, int64_t e) {
     std::vector<float> acc(C);
     // A thread owns the segments that start in [b, e).
     while (b < e && b > 0 && (s[b] >> 32) == (s[b - 1] >> 32)) ++b;
@@ -145,8 +197,8 @@ int64_t update_impl(float* pool, int64_t P, int64_t C, float* state, const R* ro
     while (j < e) {
       const uint64_t key = s[j] >> 32;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (; j < U && (s[j] >> 32) == key; ++j) {
-        if (j + kAhead < U) {  // random rows: ask for the next ones early
+      for (; j < Mp && (s[j] >> 32) == key; ++j) {
+        if (j + kAhead < Mp) {  // random rows: ask for the next ones early
           const uint64_t next = s[j + kAhead];
           prefetch_row(grad + int64_t(next & 0xffffffffu) * C, C, 0);
           prefetch_row(pool + int64_t(next >> 32) * C, C, 1);
@@ -167,7 +219,7 @@ int64_t update_impl(float* pool, int64_t P, int64_t C, float* state, const R* ro
       }
     }
   });
-  if (U < M) {  // absent chunks still get their gradient norm
+  if (Mp < M) {  // absent chunks still get their gradient norm
     parallel_for(M, threads, 16384, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i)
         if ((int64_t)rows[i] < 0) norms[i] = std::sqrt(sum_squares(grad + i * C, C));

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fiited import SparseOptimConfig, TableSpec, build_method
-from fiited.pruning import sample_rows
+from fiited.pruning import sample_entries
 
 TABLES = [TableSpec("a", 40), TableSpec("b", 230)]
 OPT = SparseOptimConfig(name="rowwise_adagrad", lr=0.1, initial_accumulator=0.125)
@@ -47,12 +47,13 @@ def test_utility_counts_accesses_and_decays_by_0_98_per_event():
 
 def test_stride_sampling_takes_every_23rd_row_from_a_rotating_offset():
     policy = itep().policy
-    (rows_a, w_a), (rows_b, w_b) = sample_rows([40, 230], policy, torch.Generator(), step=5)
-    assert rows_b.tolist() == list(range(5, 230, 23))
-    assert w_b == pytest.approx(230 / 10)
-    assert rows_a.tolist() == [5, 28]
-    (_, _), (rows_b2, _) = sample_rows([40, 230], policy, torch.Generator(), step=6)
-    assert rows_b2[0] == 6
+    tables = torch.repeat_interleave(torch.arange(2), torch.tensor([40, 230]))
+    entries, weights, tabs = sample_entries(tables, 2, policy, torch.Generator(), step=5)
+    assert entries[tabs == 1].tolist() == [40 + r for r in range(5, 230, 23)]
+    assert weights[tabs == 1].tolist() == pytest.approx([230 / 10] * 10)
+    assert entries[tabs == 0].tolist() == [5, 28]
+    entries, _, tabs = sample_entries(tables, 2, policy, torch.Generator(), step=6)
+    assert entries[tabs == 1][0] == 46
 
 
 def test_per_table_pools_and_reused_slots_start_from_zero_with_fresh_state():

@@ -51,3 +51,13 @@ def test_bad_resume_path_and_impossible_schedule_are_clear_errors(compose_cfg, t
     with pytest.raises(ValueError, match="no training steps"):
         Trainer(compose_cfg("method=uniform", "tracking=none", "train.epochs=0"), tmp_path / "z",
                 tmp_path)
+
+
+def test_post_prune_finetune_runs_after_the_pruned_evaluation(compose_cfg, tmp_path):
+    cfg = compose_cfg("method=post_prune", "method.budget=0.25", "method.finetune_steps=7",
+                      "tracking=none", "train.max_steps=30")
+    summary = _fit(cfg, tmp_path / "run", tmp_path)
+    assert summary["train/steps"] == 37 and summary["train/finetune_steps"] == 7
+    assert "pruned/val/ne" in summary and summary["pruned/val/ne"] != summary["val/ne"]
+    # the training peak is the full uniform table; the final ledger the pruned one
+    assert summary["mem/train_peak_bytes"] > summary["mem/total_bytes"]

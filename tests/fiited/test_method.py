@@ -76,6 +76,8 @@ RESUME_CONFIGS = [
     dict(num_chunks=4, sample_frac=0.5, regrow_init="random"),
     dict(num_chunks=2, pool="per_table", layout="prefix", thresholds="manual",
          manual_ratios=[0.3, 0.8], padding="projection", utility="grad", gamma=0.9),
+    dict(num_chunks=4, index="hashed", index_entries=1.0, index_reserve=0.2, sample_frac=0.5,
+         utility="freq", decay_per="event", gamma=0.98, regrow_init="random"),
 ]
 
 
@@ -156,9 +158,59 @@ def test_weights_scope_sizes_the_pool_and_counts_metadata_on_top():
     assert r.compression == pytest.approx(r.uniform_weights / r.weights)
 
 
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("budget", [0.25, 1 / 16, 1 / 64])
+def test_hashed_index_reaches_small_total_budgets(k, budget):
+    tables = [TableSpec("a", 30000), TableSpec("b", 3000)]
+    m = fiited(budget=budget, tables=tables, dim=16, num_chunks=k, budget_scope="total",
+               index="hashed")
+    report = m.memory()
+    limit = budget * report.uniform_total
+    assert report.total <= limit
+    assert report.total == tensor_bytes(*m.buffers(), *m.parameters())
+    assert report.weights >= 0.2 * limit          # most of it is not metadata
+    assert m.store.max_live == math.ceil(2.0 * m.store.capacity / k)
+
+
+def test_hashed_metadata_scales_with_the_budget_not_the_vocabulary():
+    tables = [TableSpec("a", 40000)]
+    direct = fiited(budget=1 / 64, tables=tables, dim=16, num_chunks=4)
+    hashed = fiited(budget=1 / 64, tables=tables, dim=16, num_chunks=4, index="hashed")
+    assert direct.store.capacity == hashed.store.capacity
+    d, h = direct.memory(), hashed.memory()
+    assert d.index + d.utility > 10 * (h.index + h.utility)
+
+
+def test_hashed_index_trains_prunes_and_drops_entries():
+    tables = [TableSpec("a", 500), TableSpec("b", 80)]
+    m = fiited(budget=0.05, tables=tables, num_chunks=2, index="hashed", index_entries=1.0,
+               schedule={"warmup": [3, 6], "interval": 100})
+    events = []
+    for step, (ids, w) in enumerate(batches(8, tables=tables), start=1):
+        out = m(ids)
+        (out * w).sum().backward()
+        metrics = m.on_step(step)
+        if metrics:
+            events.append(metrics)
+        m.store.check_invariants()
+        assert m.store.live <= m.store.max_live
+    assert len(events) == 2 and events[0]["prune/live_entries"] <= m.store.max_live
+    assert sum(e["prune/entries_dropped"] for e in events) > 0
+    ids = torch.tensor([[r, 0] for r in range(500)])
+    m.eval()
+    with torch.no_grad():
+        out = m(ids)
+    missing = m.store.entries_of(torch.arange(500), insert=False) < 0
+    assert missing.any() and torch.equal(out[missing, 0], torch.zeros(int(missing.sum()), 8))
+    counts = m.dims()["a"]
+    assert int(counts.sum()) == 500 and int(counts[0]) >= int(missing.sum())
+
+
 def test_total_scope_too_small_for_the_entry_table_is_a_clear_error():
     # D=16, K=4: 32 bytes/row of addresses + utilities vs 64 bytes/row of uniform (SGD).
     with pytest.raises(ValueError, match="method.budget=0.5 with method.budget_scope=total"):
+        fiited(budget=0.5, budget_scope="total", optim=SGD, dim=16, num_chunks=4)
+    with pytest.raises(ValueError, match="use method.index=hashed"):
         fiited(budget=0.5, budget_scope="total", optim=SGD, dim=16, num_chunks=4)
 
 
@@ -248,7 +300,8 @@ def test_projection_with_any_layout_compacts_kept_chunks_first():
     ({"pool": "global"}, "method.pool"),
     ({"layout": "suffix"}, "method.layout"),
     ({"sample_frac": 0.0}, "method.sample_frac"),
-    ({"index": "hashed"}, "method.index"),
+    ({"index": "tree"}, "method.index"),
+    ({"index": "hashed", "index_load": 0.0}, "method.index_load"),
     ({"schedule": {"warmup": [0], "interval": 5}}, "method.schedule.warmup"),
 ])
 def test_bad_config_names_the_key(bad, key):

@@ -211,6 +211,10 @@ def configs(draw):
         "utility": draw(st.sampled_from(["freq", "grad", "freq_grad"])),
         "budget": draw(st.sampled_from([0.05, 0.3, 0.7, 1.0])),
         "padding": draw(st.sampled_from(["zeros", "zeros", "projection"])),
+        "index": draw(st.sampled_from(["direct", "hashed"])),
+        "index_entries": draw(st.sampled_from([0.5, 2.0])),
+        "index_load": draw(st.sampled_from([0.5, 1.0])),
+        "index_reserve": draw(st.sampled_from([0.0, 0.3])),
     }
     if draw(st.booleans()):
         cfg["thresholds"] = "manual"
@@ -219,7 +223,7 @@ def configs(draw):
     return cfg
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs(), rows=st.lists(st.integers(1, 30), min_size=1, max_size=3),
        ops=st.lists(st.sampled_from(["step", "step", "event"]), min_size=1, max_size=8),
        seed=st.integers(0, 1000))
@@ -262,8 +266,9 @@ def _assert_absent_chunks_read_zero(m, tables, g):
     with torch.no_grad():
         out = m(ids)
     m.train()
-    rows = m.global_rows(ids)
-    absent = (m.store.addr[rows] < 0)                          # [B, F, K]
+    entries = m.store.entries_of(m.global_rows(ids).view(-1), insert=False)
+    absent = (m.store.addr[entries.clamp_min(0)] < 0) | (entries < 0).unsqueeze(1)
+    absent = absent.view(*ids.shape, -1)                       # [B, F, K]
     chunks = out.view(*absent.shape, -1)
     if m.projection is None:
         assert bool((chunks[absent] == 0).all()), "an absent chunk read non-zero"

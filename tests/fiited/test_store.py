@@ -84,13 +84,17 @@ def test_invariant_check_catches_a_slot_outside_its_group():
 
 
 @pytest.mark.parametrize("optim", [ADAGRAD, SparseOptimConfig(name="sgd")])
-def test_size_formulas_equal_the_real_tensors(optim):
-    s = make_store(rows=(5, 7, 2), K=4, caps=(9, 3, 0), groups=(0, 1, 2), optim=optim)
+@pytest.mark.parametrize("index", ["direct", "hashed"])
+def test_size_formulas_equal_the_real_tensors(optim, index):
+    s = ChunkStore([5, 7, 2], 4, 3, [9, 3, 0], [0, 1, 2], optim, index=index, num_entries=6,
+                   max_live=5)
     every = tensor_bytes(*s.buffers())
     assert s.weights_bytes() + s.optimizer_bytes() + s.index_bytes() == every
-    predicted = (ChunkStore.entry_bytes(14, 4, 3, 3)
+    predicted = (s.num_entries * ChunkStore.bytes_per_entry(4, 14, index)
+                 + ChunkStore.geometry_bytes(3, 3)
                  + s.capacity * ChunkStore.bytes_per_chunk(3, optim))
     assert predicted == every
+    assert s.num_entries == (14 if index == "direct" else 6)
 
 
 @settings(max_examples=40, deadline=None)
@@ -132,3 +136,94 @@ def test_state_dict_round_trip_restores_free_stacks():
     for name, buf in s.state_dict().items():
         if isinstance(buf, torch.Tensor):
             assert torch.equal(buf, t.state_dict()[name]), name
+
+
+# ---- the hashed index -------------------------------------------------------------------------
+def hashed_store(rows=(100, 300), entries=16, live=8, caps=(12,), groups=(0, 0), K=2):
+    return ChunkStore(list(rows), K, 2, list(caps), list(groups), ADAGRAD, index="hashed",
+                      num_entries=entries, max_live=live)
+
+
+def test_hashed_index_finds_what_it_inserted_and_nothing_else():
+    s = hashed_store()
+    rows = torch.tensor([5, 105, 399, 5, 250])
+    e = s.entries_of(rows, insert=True)
+    assert bool((e >= 0).all()) and e[0] == e[3] and s.live == 4
+    assert torch.equal(s.entries_of(rows, insert=False), e)
+    assert s.entries_of(torch.tensor([6, 7]), insert=False).tolist() == [-1, -1]
+    assert torch.equal(s.keys[e].long(), rows)
+    s.check_invariants()
+
+
+def test_hashed_index_stops_inserting_at_max_live():
+    s = hashed_store(entries=16, live=8)
+    e = s.entries_of(torch.arange(20), insert=True)
+    assert int((e >= 0).sum()) == 8 and s.live == 8
+    assert e[:8].ge(0).all()                               # smallest rows first
+    s.check_invariants()
+
+
+def test_hashed_index_survives_collisions():
+    s = hashed_store(entries=8, live=8)
+    rows = torch.arange(0, 8 * 40, 40)                     # many share a home slot
+    e = s.entries_of(rows, insert=True)
+    assert torch.unique(e).numel() == 8
+    assert s.max_probe > 0
+    assert torch.equal(s.entries_of(rows, insert=False), e)
+    s.check_invariants()
+
+
+def test_rebuild_keeps_the_chosen_entries_with_their_chunks():
+    s = hashed_store()
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.tensor([3, 30, 130, 230])
+    e = s.entries_of(rows, insert=True)
+    s.allocate(e[:2] * 2, "random", gen)                  # chunk 0 of rows 3 and 30
+    values = s.pool[s.addr[e[:2], 0].long()].clone()
+    keep = torch.zeros(16, dtype=torch.bool)
+    keep[e[[0, 1, 3]]] = True
+    old, new = s.rebuild(keep)
+    assert sorted(old.tolist()) == sorted(e[[0, 1, 3]].tolist())
+    after = s.entries_of(rows, insert=False)
+    assert after[2] == -1 and s.live == 3
+    assert torch.equal(s.pool[s.addr[after[:2], 0].long()], values)
+    s.check_invariants()
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_random_hashed_sequences_keep_the_index_consistent(data):
+    s = hashed_store(rows=(50, 70), entries=20, live=12, caps=(10, 8), groups=(0, 1))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(data.draw(st.integers(1, 8), label="ops")):
+        op = data.draw(st.sampled_from(["insert", "insert", "alloc", "evict", "rebuild"]))
+        if op == "insert":
+            rows = data.draw(st.lists(st.integers(0, 119), min_size=1, max_size=10))
+            s.entries_of(torch.tensor(rows), insert=True)
+        elif op == "alloc":
+            live = (s.keys >= 0).nonzero().squeeze(1)
+            if live.numel():
+                e = torch.tensor(data.draw(st.lists(st.sampled_from(live.tolist()), unique=True)),
+                                 dtype=torch.long)
+                flat = e * 2 + data.draw(st.integers(0, 1))
+                s.allocate(flat[s.addr.view(-1)[flat] < 0], "zero", gen)
+        elif op == "evict":
+            present = (s.addr.view(-1) >= 0).nonzero().squeeze(1)
+            if present.numel():
+                s.evict(present[: data.draw(st.integers(0, present.numel()))])
+        else:
+            mask = torch.tensor(data.draw(st.lists(st.booleans(), min_size=20, max_size=20)))
+            holding = (s.addr >= 0).any(1)
+            evict = ((s.addr >= 0) & ~mask.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+            s.evict(evict)                                 # entries that go must free chunks
+            s.rebuild(mask | (holding & mask))
+        s.check_invariants()
+
+
+def test_hashed_state_round_trip_recounts_live_entries_and_probes():
+    s = hashed_store(entries=8, live=8)
+    s.entries_of(torch.arange(0, 8 * 40, 40), insert=True)
+    t = hashed_store(entries=8, live=8)
+    t.load_state_dict(s.state_dict())
+    assert (t.live, t.max_probe) == (s.live, s.max_probe)
+    t.check_invariants()

@@ -11,6 +11,14 @@ import pytest
 from report_store import Store, build_store
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the full report (notebook executed) are end to end: mark them slow."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and "report" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> Store:
     return build_store(tmp_path_factory.mktemp("mlstore"))

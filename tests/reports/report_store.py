@@ -17,7 +17,8 @@ import numpy as np
 D = 16
 FIITED_BASE = {"method.num_chunks": 4, "method.utility": "freq_grad", "method.gamma": 0.99,
                "method.sample_frac": 0.05, "method.thresholds": "adaptive",
-               "method.padding": "zero", "method.layout": "any"}
+               "method.padding": "zeros", "method.layout": "any", "method.manual_ratios": "[]",
+               "method.seed": None, "method.schedule.warmup": "[10, 30, 100, 300]"}
 CONFIGS = [  # (method, budget, overrides of FIITED_BASE)
     ("uniform", 1.0, None), ("hashing", 0.5, None), ("hashing", 0.1, None),
     ("fiited", 0.5, {}), ("fiited", 0.1, {}),
@@ -25,7 +26,8 @@ CONFIGS = [  # (method, budget, overrides of FIITED_BASE)
     ("fiited", 0.1, {"method.utility": "freq"}),
     ("fiited", 0.1, {"method.gamma": 0.9}),
     ("fiited", 0.1, {"method.sample_frac": 0.01}),
-    ("fiited", 0.1, {"method.thresholds": "manual"}),
+    ("fiited", 0.1, {"method.thresholds": "manual",
+                     "method.manual_ratios": "[0.5, 0.7, 0.8, 1.0]"}),
     ("fiited", 0.1, {"method.padding": "projection"}),
 ]
 SEEDS = (0, 1)
@@ -107,8 +109,8 @@ def _log_run(client, exp_id: str, params: dict, metrics: dict, *, status="FINISH
     if "val/ne" in metrics:  # validation curve ending at the final value
         series += [Metric("val/ne", metrics["val/ne"] + 0.01 * (3 - s), now, 100 * s)
                    for s in (1, 2, 3)]
-    for pos in range(history_k):
-        series += [Metric(f"prune/kept_frac/pos{pos}", max(0.0, 1 - 0.15 * pos * s), now, 50 * s)
+    for pos in range(history_k):   # named as the harness logs them
+        series += [Metric(f"prune/kept_frac_pos{pos}", max(0.0, 1 - 0.15 * pos * s), now, 50 * s)
                    for s in range(5)]
     finals = [Metric(k, float(v), now, 300) for k, v in metrics.items() if k != "val/ne"]
     client.log_batch(rid, metrics=series + finals,

@@ -20,7 +20,7 @@ def test_one_row_per_run_with_tidy_config_columns(runs, store):
     assert len(f) == len(CONFIGS) * len(SEEDS) + 3
     assert f["run_id"].is_unique
     assert runs.config_columns == ["method", "budget", "K", "utility", "gamma", "sample_frac",
-                                   "thresholds", "padding"]
+                                   "thresholds", "padding", "method.manual_ratios"]
     assert f["budget"].dtype == float and str(f["K"].dtype) == "Int64"
     assert set(f.loc[f["method"] == "fiited", "K"].dropna()) == {2, 4, 8}
     assert f.loc[f["method"] == "uniform", "K"].isna().all()
@@ -28,6 +28,7 @@ def test_one_row_per_run_with_tidy_config_columns(runs, store):
     # per-run paths and derived seeds are not config fields
     assert "hydra.run.dir" in f and "hydra.run.dir" not in runs.config_columns
     assert "data.seed" not in runs.config_columns
+    assert f["method.seed"].isna().all()   # logged as the string "None"
 
 
 def test_failed_and_incomplete_runs_are_flagged_not_dropped(runs, store):

@@ -32,7 +32,8 @@ def summary(report):
 
 
 def test_one_row_per_config(summary):
-    keys = ["method", "budget", "K", "utility", "gamma", "sample_frac", "thresholds", "padding"]
+    keys = ["method", "budget", "K", "utility", "gamma", "sample_frac", "thresholds", "padding",
+            "method.manual_ratios"]
     assert len(summary) == len(CONFIGS)
     assert not summary.duplicated(keys).any()
     # the finished run without perf/step_ms_p99 still counts: uniform has three seeds

@@ -22,6 +22,7 @@ def _search(url: str, exp_id: str, flt: str = "") -> list[dict]:
         return json.load(r).get("runs", [])
 
 
+@pytest.mark.slow
 def test_server_answers_health_lists_runs_and_stops(store, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -1,0 +1,222 @@
+"""The one prepared on-disk format every dataset is turned into; training reads only this.
+
+A dataset is a directory::
+
+    manifest.json   Manifest below; written last, with complete=true
+    dense.npy       float32 [N, num_dense]   (num_dense may be 0)
+    ids.npy         int32 or int64 [N, F]    contiguous ids per feature, 0..cardinality-1
+    labels.npy      uint8 [N]                0/1 (or float32 [N] weights-free labels only)
+
+Splits are contiguous row ranges [start, end) named in the manifest (time order preserved).
+``DatasetWriter`` writes into a hidden temporary sibling and renames it into place only on
+success, so a killed prepare never leaves a directory that ``open_dataset`` accepts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ARRAYS = ("dense", "ids", "labels")
+
+
+class DatasetError(ValueError):
+    """A prepared dataset is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class Manifest:
+    name: str
+    num_rows: int
+    feature_names: list[str]
+    cardinalities: list[int]
+    dense_names: list[str]
+    splits: dict[str, list[int]]          # split -> [start, end)
+    click_rate: float                     # of the train split: NE's background rate
+    fingerprint: str                      # of the source (inputs + options, or generator config)
+    id_dtype: str = "int32"
+    source: dict[str, Any] = field(default_factory=dict)   # how it was made (options, preset)
+    stats: dict[str, Any] = field(default_factory=dict)    # e.g. bayes_ne, bad lines skipped
+    format_version: int = FORMAT_VERSION
+    created: str = ""
+    complete: bool = False
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def num_dense(self) -> int:
+        return len(self.dense_names)
+
+    def validate(self, where: str = "manifest") -> None:
+        if len(self.cardinalities) != len(self.feature_names):
+            raise DatasetError(f"{where}: {len(self.feature_names)} feature_names but "
+                               f"{len(self.cardinalities)} cardinalities")
+        for name, card in zip(self.feature_names, self.cardinalities):
+            if card < 1:
+                raise DatasetError(f"{where}: feature {name!r} has cardinality {card}")
+        for split, rng in self.splits.items():
+            if len(rng) != 2 or not 0 <= rng[0] <= rng[1] <= self.num_rows:
+                raise DatasetError(f"{where}: split {split!r}={rng} is not a range within "
+                                   f"0..{self.num_rows}")
+        if not 0.0 < self.click_rate < 1.0:
+            raise DatasetError(f"{where}: click_rate {self.click_rate} must be in (0, 1)")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Manifest":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise DatasetError(f"{path}: unknown manifest keys {sorted(unknown)}")
+        try:
+            return cls(**raw)
+        except TypeError as e:
+            raise DatasetError(f"{path}: {e}") from None
+
+
+@dataclass
+class PreparedDataset:
+    path: Path
+    manifest: Manifest
+    dense: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+
+    def split(self, name: str) -> tuple[int, int]:
+        if name not in self.manifest.splits:
+            raise DatasetError(f"{self.path}: no split {name!r}; has {sorted(self.manifest.splits)}")
+        a, b = self.manifest.splits[name]
+        return int(a), int(b)
+
+
+def open_dataset(path: str | os.PathLike) -> PreparedDataset:
+    """Open a prepared dataset memory-mapped; refuse anything missing or half-written."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"dataset directory {p} does not exist (prepare it with "
+                           f"`fiited-data generate` or `fiited-data prepare`)")
+    mpath = p / MANIFEST
+    if not mpath.is_file():
+        raise DatasetError(f"{p} has no {MANIFEST}: not a prepared dataset, or its preparation "
+                           f"did not finish")
+    m = Manifest.from_file(mpath)
+    if not m.complete:
+        raise DatasetError(f"{mpath}: complete=false, the dataset was not fully written")
+    if m.format_version != FORMAT_VERSION:
+        raise DatasetError(f"{mpath}: format_version {m.format_version}, this code reads "
+                           f"{FORMAT_VERSION}; prepare the dataset again")
+    m.validate(str(mpath))
+    arrays = {}
+    for name in ARRAYS:
+        f = p / f"{name}.npy"
+        if not f.is_file():
+            raise DatasetError(f"{p}: {f.name} is missing")
+        arrays[name] = np.load(f, mmap_mode="r")
+    dense, ids, labels = arrays["dense"], arrays["ids"], arrays["labels"]
+    want = {"dense": (m.num_rows, m.num_dense), "ids": (m.num_rows, m.num_features),
+            "labels": (m.num_rows,)}
+    for name, arr in arrays.items():
+        if arr.shape != want[name]:
+            raise DatasetError(f"{p}/{name}.npy has shape {arr.shape}, manifest says {want[name]}")
+    return PreparedDataset(p, m, dense, ids, labels)
+
+
+class DatasetWriter:
+    """Write arrays of a known row count in chunks; publish atomically on ``close``.
+
+    Use as a context manager: an exception inside the block removes the temporary directory
+    and leaves any earlier dataset at ``out`` untouched.
+    """
+
+    def __init__(self, out: str | os.PathLike, num_rows: int, num_features: int, num_dense: int,
+                 id_dtype: str = "int32", overwrite: bool = False) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise DatasetError(f"{self.out} already exists (pass overwrite to replace it)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self.num_rows = int(num_rows)
+        self.dense = np.lib.format.open_memmap(self.tmp / "dense.npy", mode="w+",
+                                               dtype=np.float32, shape=(num_rows, num_dense))
+        self.ids = np.lib.format.open_memmap(self.tmp / "ids.npy", mode="w+",
+                                             dtype=np.dtype(id_dtype),
+                                             shape=(num_rows, num_features))
+        self.labels = np.lib.format.open_memmap(self.tmp / "labels.npy", mode="w+",
+                                                dtype=np.uint8, shape=(num_rows,))
+        self.id_dtype = id_dtype
+        self.written = 0
+        self._closed = False
+
+    def write(self, start: int, dense: np.ndarray | None, ids: np.ndarray,
+              labels: np.ndarray) -> None:
+        n = len(labels)
+        if start < 0 or start + n > self.num_rows:
+            raise DatasetError(f"chunk [{start}, {start + n}) outside 0..{self.num_rows}")
+        if dense is not None and self.dense.shape[1]:
+            self.dense[start:start + n] = dense
+        self.ids[start:start + n] = ids
+        self.labels[start:start + n] = labels
+        self.written += n
+
+    def close(self, manifest: Manifest) -> PreparedDataset:
+        """Flush, write the manifest last, and rename into place."""
+        if manifest.num_rows != self.num_rows:
+            raise DatasetError(f"manifest num_rows {manifest.num_rows} != written {self.num_rows}")
+        manifest.id_dtype = self.id_dtype
+        manifest.validate("manifest being written")
+        for arr in (self.dense, self.ids, self.labels):
+            arr.flush()
+        del self.dense, self.ids, self.labels
+        manifest.complete = True
+        manifest.created = manifest.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        tmp_manifest = self.tmp / (MANIFEST + ".tmp")
+        tmp_manifest.write_text(manifest.to_json())
+        os.replace(tmp_manifest, self.tmp / MANIFEST)
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.out)
+        self._closed = True
+        return open_dataset(self.out)
+
+    def abort(self) -> None:
+        if not self._closed:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._closed = True
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()
+
+
+def fingerprint(parts: Iterable[Any]) -> str:
+    """A short stable hash of what made a dataset (file sizes/mtimes or contents, options)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]

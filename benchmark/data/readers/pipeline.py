@@ -1,0 +1,319 @@
+"""The two-pass prepare shared by every reader: count, then map and write.
+
+Pass 1 parses every block, applies the bad-line policy, counts rows per split and values per
+feature. Pass 2 parses again, maps values to ids and scatters rows into the memory-mapped
+arrays of a ``DatasetWriter``, which publishes the directory only when everything is written.
+Two passes because the row count (the arrays' size), the split sizes and, with a frequency
+threshold, the ids all depend on the whole input. Memory: the vocabularies plus one block.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from benchmark.data.format import DatasetWriter, Manifest, PreparedDataset, fingerprint
+from benchmark.data.readers.badlines import BadLineLog, InputError
+from benchmark.data.readers.splits import SplitPlan
+from benchmark.data.readers.vocab import Vocabulary, VocabCounter
+
+HEAD_BYTES = 1 << 20            # content hash of each input's head, for the fingerprint
+RELEASE_BYTES = 256 << 20       # written output after which mapped pages are dropped from RSS
+
+
+@dataclass
+class PrepareConfig:
+    """What ``fiited-data prepare`` was asked to do. Dataset-specific options are None where
+    the dataset does not use them (``readers.build_source`` rejects misplaced ones)."""
+
+    dataset: str
+    inputs: list[str]
+    out: str
+    max_ind_range: int = 0               # > 0: raw value mod this before counting (DLRM)
+    min_count: int = 0                   # > 1: values seen fewer times share id 0
+    on_bad_lines: str = "error"          # error | skip
+    split: str | None = None             # days | last-day | random | time (dataset default)
+    fractions: tuple[float, float, float] | None = None   # train, val, test for random/time
+    seed: int = 0
+    counts: str | None = None            # kdd12: expand | weights
+    genres: str | None = None            # movielens: multi | first
+    genre_slots: int | None = None       # movielens multi: slots (default: most genres a movie has)
+    positive_rating: float | None = None  # movielens: label = rating >= this (default 4)
+    layout: str | None = None            # movielens: auto | recbole | ml1m | ml20m
+    id_dtype: str = "auto"               # auto | int32 | int64
+    block_bytes: int = 32 << 20          # bytes read per block (memory vs overhead)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_ind_range < 0:
+            raise ValueError(f"max_ind_range={self.max_ind_range}: must be >= 0 (0 = off)")
+        if self.min_count < 0:
+            raise ValueError(f"min_count={self.min_count}: must be >= 0 (0 = off)")
+        if self.id_dtype not in ("auto", "int32", "int64"):
+            raise ValueError(f"id_dtype={self.id_dtype!r}: must be auto, int32 or int64")
+        if self.block_bytes < 1024:
+            raise ValueError(f"block_bytes={self.block_bytes}: must be at least 1024")
+        if self.fractions is not None:
+            f = tuple(float(x) for x in self.fractions)
+            if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-9:
+                raise ValueError(f"fractions={self.fractions}: need three non-negative numbers "
+                                 f"(train, val, test) that sum to 1")
+            self.fractions = f
+        BadLineLog(self.on_bad_lines)           # validates the mode
+
+    def output_options(self) -> dict:
+        """Options that change the prepared arrays (the fingerprint's part)."""
+        d = asdict(self)
+        for k in ("inputs", "out", "block_bytes", "overwrite"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class Rows:
+    """One parsed block with bad lines resolved: what the pipeline counts and writes."""
+
+    file_index: int
+    lines: np.ndarray                  # int64 [n] input line of each row
+    labels: np.ndarray                 # uint8 [n]
+    keys: np.ndarray                   # uint64 [n, F] raw categorical values
+    dense: np.ndarray | None = None    # float32 [n, D]
+    weights: np.ndarray | None = None  # float32 [n] (KDD12 weights mode)
+    time: np.ndarray | None = None     # int64 [n] what a day/time split orders by
+    position: int = 0                  # input bytes consumed so far, over all files
+
+
+class Source:
+    """A dataset reader: its features, inputs, parsed blocks and split rule."""
+
+    name: str = ""
+    feature_names: list[str] = []
+    dense_names: list[str] = []
+    has_weights = False
+    # feature -> cardinality for features whose ids the reader fixes itself (genre slots)
+    fixed_ids: dict[str, int] = {}
+
+    def __init__(self, cfg: PrepareConfig) -> None:
+        self.cfg = cfg
+
+    def files(self) -> list[Path]:
+        """Every file read (fingerprinted and checked for changes)."""
+        raise NotImplementedError
+
+    def blocks(self, log: BadLineLog, record: bool) -> Iterator[Rows]:
+        raise NotImplementedError
+
+    def split_plan(self) -> SplitPlan:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Reader-specific facts for manifest.source."""
+        return {}
+
+    def stats(self) -> dict:
+        """Reader-specific counts for manifest.stats (after pass 1)."""
+        return {}
+
+
+Progress = Callable[[str, int, int, int], None]    # (pass name, rows, bytes done, bytes total)
+
+
+def _file_info(p: Path) -> dict:
+    st = p.stat()
+    with open(p, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    return {"name": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "head_sha256": hashlib.sha256(head).hexdigest()}
+
+
+def _check_unchanged(files: list[Path], before: list[dict]) -> None:
+    for p, b in zip(files, before):
+        st = p.stat()
+        if (st.st_size, st.st_mtime_ns) != (b["size"], b["mtime_ns"]):
+            raise InputError(f"{p}: changed while it was being prepared; run prepare again")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def prepare(source: Source, progress: Progress | None = None) -> PreparedDataset:
+    """Read ``source`` twice and publish the prepared dataset at ``cfg.out``."""
+    cfg = source.cfg
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise InputError(f"{out} already exists (pass --overwrite to replace it)")
+    files = source.files()
+    infos = [_file_info(p) for p in files]
+    total_bytes = sum(i["size"] for i in infos)
+    fp = fingerprint([source.name, [{k: i[k] for k in ("name", "size", "head_sha256")}
+                                    for i in infos], cfg.output_options()])
+    t0 = time.perf_counter()
+
+    # pass 1: count rows, splits and values
+    log = BadLineLog(cfg.on_bad_lines)
+    counted = [n for n in source.feature_names if n not in source.fixed_ids]
+    counters = {n: VocabCounter(n) for n in counted}
+    col = {n: j for j, n in enumerate(source.feature_names)}
+    plan = source.split_plan()
+    rows_read = 0
+    for rows in source.blocks(log, record=True):
+        keys = _hashed(rows.keys, cfg.max_ind_range, source, col)
+        for n, c in counters.items():
+            c.update(keys[:, col[n]])
+        plan.observe(rows.file_index, rows.lines, rows.time)
+        rows_read += len(rows.lines)
+        if progress:
+            progress("count", rows_read, rows.position, total_bytes)
+    if rows_read == 0:
+        raise InputError(f"{', '.join(map(str, files))}: no data rows")
+    vocab_bytes = sum(c.nbytes() for c in counters.values())
+    vocabs: dict[str, Vocabulary] = {n: c.finish(cfg.min_count) for n, c in counters.items()}
+    del counters
+    cards = [vocabs[n].cardinality if n in vocabs else source.fixed_ids[n]
+             for n in source.feature_names]
+    splits = plan.finish()
+    t1 = time.perf_counter()
+
+    id_dtype = cfg.id_dtype
+    if id_dtype == "auto":
+        id_dtype = "int32" if max(cards) < 2**31 else "int64"
+    elif id_dtype == "int32" and max(cards) >= 2**31:
+        raise InputError(f"id_dtype int32 cannot hold cardinality {max(cards)}; use int64")
+
+    # pass 2: map and write
+    with DatasetWriter(out, rows_read, len(cards), len(source.dense_names), id_dtype,
+                       overwrite=cfg.overwrite) as w:
+        weights = (np.lib.format.open_memmap(w.tmp / "weights.npy", mode="w+", dtype=np.float32,
+                                             shape=(rows_read,)) if source.has_weights else None)
+        written = since_release = 0
+        row_bytes = w.ids.itemsize * len(cards) + 4 * len(source.dense_names) + 1 + \
+            (4 if weights is not None else 0)
+        for rows in source.blocks(log, record=False):
+            keys = _hashed(rows.keys, cfg.max_ind_range, source, col)
+            ids = np.empty(keys.shape, dtype=id_dtype)
+            for n, j in col.items():
+                ids[:, j] = vocabs[n].lookup(keys[:, j]) if n in vocabs else keys[:, j]
+            dest = plan.place(rows.file_index, rows.lines, rows.time)
+            if written + len(dest) > rows_read:
+                raise InputError("the inputs yielded more rows in the second pass than in the "
+                                 "first; did a file change while preparing?")
+            _scatter(w, weights, dest, rows, ids)
+            written += len(dest)
+            since_release += len(dest) * row_bytes
+            if since_release > RELEASE_BYTES:
+                _release(w.dense, w.ids, w.labels, weights)
+                since_release = 0
+            if progress:
+                progress("write", written, rows.position, total_bytes)
+        if written != rows_read:
+            raise InputError(f"the second pass read {written} rows, the first {rows_read}; "
+                             f"did a file change while preparing?")
+        _check_unchanged(files, infos)
+        if weights is not None:
+            weights.flush()
+            del weights
+        labels = w.labels
+        a, b = splits["train"]
+        positives = int(np.count_nonzero(labels[a:b]))
+        if b <= a or not 0 < positives < b - a:
+            raise InputError(f"the train split has {b - a} rows and {positives} positives: "
+                             f"the click rate must be strictly between 0 and 1")
+        split_stats = {k: {"rows": e - s, "positives": int(np.count_nonzero(labels[s:e]))}
+                       for k, (s, e) in splits.items()}
+        t2 = time.perf_counter()
+        stats = {"rows": rows_read, "bad_lines": log.as_stats(), "splits": split_stats,
+                 "seconds": {"count": round(t1 - t0, 3), "write": round(t2 - t1, 3)},
+                 "rows_per_s": round(rows_read / max(t2 - t0, 1e-9), 1),
+                 "peak_rss_bytes": peak_rss_bytes(), "vocab_count_bytes": vocab_bytes,
+                 "rare_values": {n: v.rare_values for n, v in vocabs.items()},
+                 **source.stats()}
+        if source.has_weights:
+            stats.update(_weight_stats(w.tmp / "weights.npy", labels, a, b))
+        manifest = Manifest(
+            name=source.name, num_rows=rows_read, feature_names=list(source.feature_names),
+            cardinalities=cards, dense_names=list(source.dense_names), splits=splits,
+            click_rate=positives / (b - a), fingerprint=fp,
+            source={"dataset": cfg.dataset, "inputs": infos, "options": cfg.output_options(),
+                    "preprocessing": _preprocessing(cfg, source), "split": plan.describe(),
+                    **source.describe()},
+            stats=stats)
+        return w.close(manifest)
+
+
+def _hashed(keys: np.ndarray, m: int, source: Source, col: dict[str, int]) -> np.ndarray:
+    """DLRM's ``max_ind_range``: raw value mod m before counting (fixed-id features exempt)."""
+    if m <= 0:
+        return keys
+    out = keys % np.uint64(m)
+    for n in source.fixed_ids:
+        out[:, col[n]] = keys[:, col[n]]
+    return out
+
+
+def _scatter(w: DatasetWriter, weights, dest: np.ndarray, rows: Rows, ids: np.ndarray) -> None:
+    """Contiguous destinations are a slice write; others a fancy-index write into the memmap."""
+    if len(dest) == 0:
+        return
+    lo = int(dest[0])
+    if int(dest[-1]) - lo == len(dest) - 1 and (len(dest) < 2 or (np.diff(dest) == 1).all()):
+        w.write(lo, rows.dense, ids, rows.labels)
+        if weights is not None:
+            weights[lo:lo + len(dest)] = rows.weights
+        return
+    if rows.dense is not None and w.dense.shape[1]:
+        w.dense[dest] = rows.dense
+    w.ids[dest] = ids
+    w.labels[dest] = rows.labels
+    if weights is not None:
+        weights[dest] = rows.weights
+    w.written += len(dest)
+
+
+def _release(*arrays) -> None:
+    """Written pages of the output memmaps stay in this process's RSS until unmapped; flush
+    them and drop them (MADV_DONTNEED keeps the data: it is in the file and page cache), so
+    that RSS is the vocabularies plus one block, not the whole output."""
+    for a in arrays:
+        mm = getattr(a, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise"):
+            continue
+        a.flush()
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _weight_stats(path: Path, labels, a: int, b: int) -> dict:
+    wt = np.load(path, mmap_mode="r")
+    tw = float(wt[a:b].sum(dtype=np.float64))
+    pw = float((wt[a:b] * labels[a:b]).sum(dtype=np.float64))
+    return {"weights": {"file": "weights.npy", "train_weight_sum": tw,
+                        "train_weighted_click_rate": pw / tw if tw else None}}
+
+
+def _preprocessing(cfg: PrepareConfig, source: Source) -> dict:
+    d = {"ids": ("contiguous per feature in first-seen order (input order)"
+                 if cfg.min_count <= 1 else
+                 f"values seen < {cfg.min_count} times (over all rows) share id 0; the others "
+                 f"1.. in first-seen order"),
+         "max_ind_range": cfg.max_ind_range or None,
+         "hashing": ("raw value mod max_ind_range before counting (DLRM)"
+                     if cfg.max_ind_range else "none")}
+    if source.fixed_ids:
+        d["fixed_id_features"] = sorted(source.fixed_ids)
+    return d
+
+
+def input_paths(cfg: PrepareConfig) -> list[Path]:
+    paths = [Path(p) for p in cfg.inputs]
+    if not paths:
+        raise InputError("no --input given")
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: input does not exist")
+    return paths

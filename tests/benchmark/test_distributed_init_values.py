@@ -1,0 +1,60 @@
+"""A rank's aligned initial values are exactly the 1-process method's rows of its tables."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.distributed.init_values import align_initial_values, divergent_draws, stream_rows
+from fiited.interface import TableSpec, dlrm_init
+from fiited.optim import SparseOptimConfig
+from fiited.registry import build_method
+
+TABLES = [TableSpec(f"T{i}", n) for i, n in enumerate([13, 4, 29, 7, 18])]
+ROWS = [t.num_rows for t in TABLES]
+OPT = SparseOptimConfig()
+
+
+def _slice(full: torch.Tensor, owned: list[int]) -> torch.Tensor:
+    starts = [sum(ROWS[:f]) for f in range(len(ROWS))]
+    return torch.cat([full[starts[f]:starts[f] + ROWS[f]] for f in owned])
+
+
+@pytest.mark.parametrize("chunk_floats", [1, 7, 64, 1 << 20])
+def test_stream_rows_equals_the_whole_draw_at_any_chunking(chunk_floats):
+    gen = torch.Generator().manual_seed(5)
+    full = dlrm_init(sum(ROWS), 6, torch.repeat_interleave(torch.tensor(ROWS), torch.tensor(ROWS)),
+                     gen)
+    owned = [1, 2, 4]
+    assert torch.equal(stream_rows(5, 6, ROWS, owned, chunk_floats), _slice(full, owned))
+    assert stream_rows(5, 6, ROWS, []).shape == (0, 6)
+
+
+@pytest.mark.parametrize("cfg,values", [
+    ({"name": "uniform"}, lambda m: m.pool),
+    ({"name": "uniform", "budget": 0.5}, lambda m: m.pool),
+    ({"name": "post_prune", "budget": 0.5}, lambda m: m.pool),
+    ({"name": "fiited", "budget": 1.0, "num_chunks": 2},
+     lambda m: m.store.pool.view(m.store.total_rows, -1)),
+])
+def test_aligned_subset_starts_like_the_one_process_method(cfg, values):
+    full = build_method(cfg, TABLES, 8, OPT, seed=9)
+    for owned in ([0, 3], [1, 2, 4], [2]):
+        part = build_method(cfg, [TABLES[f] for f in owned], 8, OPT, seed=9)
+        assert not torch.equal(values(part), _slice(values(full), owned))   # drawn differently
+        assert align_initial_values(part, ROWS, owned)
+        assert torch.equal(values(part), _slice(values(full), owned))
+
+
+def test_methods_it_cannot_align_say_so():
+    part = build_method({"name": "hashing", "budget": 0.5}, TABLES[:2], 8, OPT, seed=1)
+    assert align_initial_values(part, ROWS, [0, 1]) is False
+
+
+def test_divergent_draws_name_fiited_randomness():
+    default = build_method({"name": "fiited"}, TABLES, 8, OPT)
+    assert divergent_draws(default) == ["method.first_access_init=random",
+                                        "method.sampling=random"]
+    quiet = build_method({"name": "fiited", "first_access_init": "zero", "sampling": "stride",
+                          "regrow_init": "zero"}, TABLES, 8, OPT)
+    assert divergent_draws(quiet) == []
+    assert divergent_draws(build_method({"name": "uniform"}, TABLES, 8, OPT)) == []
