@@ -86,7 +86,19 @@ def _main(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     launch_dir = Path(hydra.utils.get_original_cwd())
     t0 = time.perf_counter()
-    summary = run_job(cfg, run_dir, launch_dir)
+    multirun = hc.mode.name == "MULTIRUN"
+    try:
+        summary = run_job(cfg, run_dir, launch_dir)
+    except Exception as e:
+        if not multirun:
+            raise
+        # In a sweep one bad job must not hide the others: record it; SweepSummary lists it
+        # and makes the sweep exit non-zero at the end.
+        import traceback
+
+        (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+        log.error("%s failed: %s: %s", _default_run_name(cfg), type(e).__name__, e)
+        return float("nan")
     if "val/ne" in summary:
         log.info("%s: val NE %.4f, test NE %.4f, embedding total %.0f bytes, %.0f train samples/s "
                  "(%.0fs)", _default_run_name(cfg), summary["val/ne"], summary["test/ne"],
@@ -95,7 +107,7 @@ def _main(cfg: DictConfig) -> float:
     if "val/ne" not in summary:
         log.info("stopped early: %s", summary)
         return float("nan")
-    if cfg.summary_table and hc.mode.name != "MULTIRUN":
+    if cfg.summary_table and not multirun:
         from benchmark.summary import format_table
 
         print(format_table([dict(summary, method=cfg.method.name,

@@ -36,9 +36,16 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir)
-        if not rows:
+        failed = sorted(sweep_dir.rglob("error.txt"))
+        if rows:
+            table = format_table(rows)
+            (sweep_dir / "summary.md").write_text(table + "\n")
+            print(f"\nSweep {sweep_dir} ({len(rows)} finished runs):\n{table}\n")
+        else:
             print(f"No finished runs under {sweep_dir}.")
-            return
-        table = format_table(rows)
-        (sweep_dir / "summary.md").write_text(table + "\n")
-        print(f"\nSweep {sweep_dir} ({len(rows)} finished runs):\n{table}\n")
+        if failed:
+            lines = [f"  {p.parent.name}: {p.read_text().splitlines()[0]}" for p in failed]
+            msg = f"{len(failed)} job(s) of the sweep failed (error.txt in each job dir):\n" + \
+                "\n".join(lines)
+            print(msg)
+            raise SystemExit(1)

@@ -8,12 +8,20 @@ on present chunks and hands per-occurrence chunk gradient norms to the utility t
 
 Budget (``method.budget``, a fraction of uniform's bytes):
 - ``budget_scope: weights``: pool capacity = floor(budget * rows * K) chunks (the paper's
-  "embedding size"); the entry table (4K bytes/row addresses + 4K bytes/row utilities) comes on
-  top and is shown in the ledger;
+  "embedding size"); the entries (addresses + utilities) come on top, shown in the ledger;
 - ``budget_scope: total``: the pool is sized so that the whole ledger (weights + optimizer +
   index + utility + other) stays <= budget * uniform's total: comparisons at equal TOTAL memory.
 - ``thresholds: manual``: capacity = sum_k (1 - p_k) * rows, from the ratios; ``budget`` and
   ``budget_scope`` are not used.
+
+Index (``method.index``): ``direct`` keeps an entry (K int32 addresses + K float32
+utilities) for every virtual row: 8K bytes per row, i.e. 32 bytes/row at K=4 against 64
+bytes/row of uniform weights at D=16, so at small budgets the metadata outweighs the weights.
+``hashed`` keeps entries only for live rows: at most ``index_entries * capacity / K`` of them
+in an open-addressing table of ``1/index_load`` times as many slots (plus a key per slot);
+rows without an entry read zeros and earn no utility until they get one (on access, while
+there is room; each event frees ``index_reserve`` of the entries by dropping the least useful
+ones, chunks and history with them). Metadata then scales with the budget, not the vocabulary.
 
 With capacity for every chunk the store starts full, with uniform's exact initial values, so
 FIITED then trains exactly like uniform (SGD at any K; row-wise Adagrad only at K=1, because

@@ -2,8 +2,8 @@
 
 One event, vectorised over entries (loops run over tables, groups or chunk positions only):
 
-1. sample rows of every table (``random``: each row with probability p_t; ``stride``: every
-   s-th row from a rotating offset, as ITEP does); a sampled row stands for n_t / |sample_t| rows;
+1. sample the live entries of every table (``random``: each with probability p_t; ``stride``:
+   every s-th from a rotating offset, as ITEP does); a sampled entry stands for n_t / |S_t|;
 2. score = utility, divided per table by a scale (``pool: shared`` with ``normalise``) so the
    shared budget flows to the tables that need it; ``layout: prefix`` scores chunk k by the
    minimum over chunks <= k, so a row keeps a prefix: a true per-row dimension;
@@ -11,7 +11,9 @@ One event, vectorised over entries (loops run over tables, groups or chunk posit
    group's capacity; ``manual`` one tau_k per position at the given pruned fraction p_k;
 4. margin = score - tau; evict present chunks with margin <= 0 (slots go back on the stack),
    then allocate absent chunks with margin > 0, highest first, while the stack has slots.
-   Never more than capacity; a slot has one owner (see ``ChunkStore.check_invariants``).
+   Never more than capacity; a slot has one owner (see ``ChunkStore.check_invariants``);
+5. hashed index: drop the least useful entries so that ``index_reserve`` of the entry
+   capacity is free for rows not seen yet.
 """
 from __future__ import annotations
 

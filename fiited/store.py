@@ -219,7 +219,7 @@ class ChunkStore(nn.Module):
             done[winners] = True
             pending = pending[~done[pending]]
             probe[pending] += 1
-        self.live += 0
+        self.live += rows.numel()
         return entries
 
     def entries_of(self, rows: torch.Tensor, insert: bool) -> torch.Tensor:

@@ -14,6 +14,7 @@ Checkpoints are one file per rank (``checkpoint.rank{r}of{N}.pt``), all in rank 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -52,7 +53,11 @@ class DataParallelDLRM(nn.Module):
         ignore += [f"embeddings.{n}" for n, _ in emb.named_buffers()]
         DDP._set_params_and_buffers_to_ignore_for_model(dlrm, ignore)
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        self.ddp = DDP(dlrm, device_ids=ids, forward_sync_buffers=False)
+        # No buffer broadcasts per forward (the non-ignored ones are constants); the keyword
+        # changed name in torch 2.13.
+        sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                inspect.signature(DDP.__init__).parameters else "broadcast_buffers")
+        self.ddp = DDP(dlrm, device_ids=ids, **{sync: False})
 
     @property
     def embeddings(self) -> ShardedEmbedding:
@@ -80,6 +85,8 @@ class DataParallelDLRM(nn.Module):
 def gather_rows(x: torch.Tensor, sizes: list[int], group=None) -> torch.Tensor:
     """Concatenate every rank's ``x`` (first dims ``sizes``) in rank order, on every rank."""
     longest = max(sizes)
+    if longest == 0:
+        return x
     padded = x.new_zeros((longest,) + tuple(x.shape[1:]))
     padded[:x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in sizes]

@@ -70,3 +70,15 @@ def test_missing_dataset_is_a_clear_error(run_app, tmp_path):
                    tiny=False)
     assert proc.returncode != 0
     assert str(missing) in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_a_failing_job_does_not_hide_the_others_but_fails_the_sweep(run_app, tmp_path):
+    # budget 0 is refused by the method's validation; the other job still lands
+    proc = run_app("method=uniform", "method.budget=1.0,0.0", "train.max_steps=5",
+                   "tracking.experiment=partial", multirun=True, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "1 finished runs" in out and "1 job(s) of the sweep failed" in out
+    assert "method.budget must be in (0, 1]" in out
+    runs = _runs(tmp_path, "partial")
+    assert sorted(runs["status"]) == ["FAILED", "FINISHED"]

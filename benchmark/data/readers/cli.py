@@ -46,7 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "movielens: random (default) | time")
     p.add_argument("--fractions", type=_fractions, default=None, metavar="TRAIN,VAL,TEST",
                    help="for random/time splits (avazu 0.7,0.1,0.2; others 0.8,0.1,0.1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="for random splits")
     p.add_argument("--counts", choices=("expand", "weights", "clicked"), default=None,
                    help="kdd12: one row per impression (default), weighted rows, or label = "
                         "any click")

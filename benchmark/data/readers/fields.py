@@ -77,23 +77,29 @@ def _digit_words(fb: FieldBlock, e: np.ndarray, lens: np.ndarray, nwords: int,
 
     Each word is one unaligned uint64 read; bytes before the field are zeroed (read as
     digit 0); its four character pairs go through a 65536-entry table (two digits at a time)
-    and are combined in place (SWAR: lanes of the uint64 view).
+    and are combined per word.
     """
     view = fb.words()
     bad = np.zeros(lens.shape, dtype=bool)
     out = []
     for j in reversed(range(nwords)):              # j = 0: the last 8 characters
         keep = KEEP[lens if nwords == 1 else np.clip(lens - 8 * j, 0, 8)]
-        u = view[e + (WINDOW_MAX - 8 - 8 * j)] & keep
-        # [n, k] uint64 whose 16-bit lanes p0..p3 (p0 lowest) are pair values or BAD_PAIR
-        x = pairs[u.view(np.uint16)].view(np.uint64)
+        u = view[e + (WINDOW_MAX - 8 - 8 * j)]
+        u &= keep
+        v = pairs[u.view(np.uint16)]               # [n, 4k]: pair values or BAD_PAIR
+        x = v.view(np.uint64)                      # [n, k]: 16-bit lanes p0..p3, p0 lowest
         bad |= (x & LANE_HIGH) != 0
-        if hex_digits:      # lanes of bytes: (p0 << 24) | (p1 << 16) | (p2 << 8) | p3
-            y = ((x << np.uint64(8)) | (x >> np.uint64(16))) & LANES_0_2
-            out.append(((y << np.uint64(16)) | (y >> np.uint64(32))) & LOW32)
-        else:               # lanes of base-100 digits: ((p0*100 + p1)*100 + p2)*100 + p3
-            y = (x * np.uint64(100) + (x >> np.uint64(16))) & LANES_0_2
-            out.append((y * np.uint64(10000) + (y >> np.uint64(32))) & LOW32)
+        if hex_digits:      # each pair is one byte: p0 p1 p2 p3 is the big-endian value
+            out.append(v.astype(np.uint8).view(">u4").astype(np.uint64))
+        else:               # base-100 digits, combined in the lanes (SWAR), in place:
+            y = x * np.uint64(100)                 # lane0 = p0*100 + p1, lane2 = p2*100 + p3
+            y += x >> np.uint64(16)
+            y &= LANES_0_2
+            x = y >> np.uint64(32)                 # value = lane0 * 10000 + lane2
+            y *= np.uint64(10000)
+            y += x
+            y &= LOW32
+            out.append(y)
     return bad, out
 
 
@@ -210,15 +216,16 @@ def decimal(fb: FieldBlock, cols: list[int], kind: str) -> np.ndarray:
 
 
 def _empty(v: np.ndarray, lens: np.ndarray, bad: np.ndarray, empty: int | None) -> np.ndarray:
-    """Empty fields become ``empty``, or are bad when ``empty`` is None."""
+    """Empty fields become ``empty`` (they parse as 0 already), or are bad when it is None."""
     is_empty = lens == 0
     if empty is None:
         bad |= is_empty
         return v
-    return np.where(is_empty, v.dtype.type(empty), v)
+    return v if empty == 0 else np.where(is_empty, v.dtype.type(empty), v)
 
 
 def _done(fb: FieldBlock, v: np.ndarray, bad: np.ndarray, kind: str, cols: list[int]):
-    fb.flag_columns(bad, kind, cols)
-    v[bad] = 0
+    if bad.any():
+        fb.flag_columns(bad, kind, cols)
+        v[bad] = 0
     return v

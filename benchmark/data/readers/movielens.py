@@ -215,11 +215,13 @@ class MovieLens(Source):
                  self.items.genres]
         most = max((len(g) for g in lists), default=0)
         if self.genre_mode == "first":
+            if self.cfg.genre_slots is not None:
+                raise InputError("movielens: --genre-slots applies to --genres multi only")
             self.genre_features = ["genre"]
             self.item_genre = np.array([g[0] if g else 0 for g in lists], dtype=np.uint64)
             self.genre_vocab = names
             return
-        slots = self.cfg.genre_slots or max(most, 1)
+        slots = max(most, 1) if self.cfg.genre_slots is None else self.cfg.genre_slots
         if slots < 1:
             raise InputError(f"movielens: --genre-slots {slots} must be >= 1")
         table = np.zeros((len(lists), slots), dtype=np.uint64)

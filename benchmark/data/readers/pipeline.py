@@ -24,7 +24,7 @@ from benchmark.data.readers.splits import SplitPlan
 from benchmark.data.readers.vocab import Vocabulary, VocabCounter
 
 HEAD_BYTES = 1 << 20            # content hash of each input's head, for the fingerprint
-RELEASE_BYTES = 256 << 20       # written output after which mapped pages are dropped from RSS
+RELEASE_BYTES = 64 << 20        # written output after which mapped pages are dropped from RSS
 
 
 @dataclass
@@ -128,8 +128,8 @@ def _file_info(p: Path) -> dict:
     st = p.stat()
     with open(p, "rb") as f:
         head = f.read(HEAD_BYTES)
-    return {"name": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "head_sha256": hashlib.sha256(head).hexdigest()}
+    return {"name": p.name, "path": str(p.resolve()), "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "head_sha256": hashlib.sha256(head).hexdigest()}
 
 
 def _check_unchanged(files: list[Path], before: list[dict]) -> None:
@@ -151,100 +151,123 @@ def prepare(source: Source, progress: Progress | None = None) -> PreparedDataset
         raise InputError(f"{out} already exists (pass --overwrite to replace it)")
     files = source.files()
     infos = [_file_info(p) for p in files]
-    total_bytes = sum(i["size"] for i in infos)
     fp = fingerprint([source.name, [{k: i[k] for k in ("name", "size", "head_sha256")}
                                     for i in infos], cfg.output_options()])
     t0 = time.perf_counter()
-
-    # pass 1: count rows, splits and values
     log = BadLineLog(cfg.on_bad_lines)
-    counted = [n for n in source.feature_names if n not in source.fixed_ids]
-    counters = {n: VocabCounter(n) for n in counted}
-    col = {n: j for j, n in enumerate(source.feature_names)}
     plan = source.split_plan()
-    rows_read = 0
-    for rows in source.blocks(log, record=True):
-        keys = _hashed(rows.keys, cfg.max_ind_range, source, col)
-        for n, c in counters.items():
-            c.update(keys[:, col[n]])
-        plan.observe(rows.file_index, rows.lines, rows.time)
-        rows_read += len(rows.lines)
-        if progress:
-            progress("count", rows_read, rows.position, total_bytes)
-    if rows_read == 0:
+    total_bytes = sum(i["size"] for i in infos)
+    counted = _count(source, log, plan, lambda r, d: progress and progress("count", r, d,
+                                                                           total_bytes))
+    if counted.rows == 0:
         raise InputError(f"{', '.join(map(str, files))}: no data rows")
-    vocab_bytes = sum(c.nbytes() for c in counters.values())
-    vocabs: dict[str, Vocabulary] = {n: c.finish(cfg.min_count) for n, c in counters.items()}
-    del counters
-    cards = [vocabs[n].cardinality if n in vocabs else source.fixed_ids[n]
-             for n in source.feature_names]
     splits = plan.finish()
     t1 = time.perf_counter()
-
-    id_dtype = cfg.id_dtype
-    if id_dtype == "auto":
-        id_dtype = "int32" if max(cards) < 2**31 else "int64"
-    elif id_dtype == "int32" and max(cards) >= 2**31:
-        raise InputError(f"id_dtype int32 cannot hold cardinality {max(cards)}; use int64")
-
-    # pass 2: map and write
-    with DatasetWriter(out, rows_read, len(cards), len(source.dense_names), id_dtype,
-                       overwrite=cfg.overwrite) as w:
+    with DatasetWriter(out, counted.rows, len(counted.cards), len(source.dense_names),
+                       counted.id_dtype(cfg.id_dtype), overwrite=cfg.overwrite) as w:
         weights = (np.lib.format.open_memmap(w.tmp / "weights.npy", mode="w+", dtype=np.float32,
-                                             shape=(rows_read,)) if source.has_weights else None)
-        written = since_release = 0
-        row_bytes = w.ids.itemsize * len(cards) + 4 * len(source.dense_names) + 1 + \
-            (4 if weights is not None else 0)
-        for rows in source.blocks(log, record=False):
-            keys = _hashed(rows.keys, cfg.max_ind_range, source, col)
-            ids = np.empty(keys.shape, dtype=id_dtype)
-            for n, j in col.items():
-                ids[:, j] = vocabs[n].lookup(keys[:, j]) if n in vocabs else keys[:, j]
-            dest = plan.place(rows.file_index, rows.lines, rows.time)
-            if written + len(dest) > rows_read:
-                raise InputError("the inputs yielded more rows in the second pass than in the "
-                                 "first; did a file change while preparing?")
-            _scatter(w, weights, dest, rows, ids)
-            written += len(dest)
-            since_release += len(dest) * row_bytes
-            if since_release > RELEASE_BYTES:
-                _release(w.dense, w.ids, w.labels, weights)
-                since_release = 0
-            if progress:
-                progress("write", written, rows.position, total_bytes)
-        if written != rows_read:
-            raise InputError(f"the second pass read {written} rows, the first {rows_read}; "
-                             f"did a file change while preparing?")
+                                             shape=(counted.rows,))
+                   if source.has_weights else None)
+        _write(source, log, plan, counted, w, weights,
+               lambda r, d: progress and progress("write", r, d, total_bytes))
         _check_unchanged(files, infos)
         if weights is not None:
             weights.flush()
             del weights
-        labels = w.labels
-        a, b = splits["train"]
-        positives = int(np.count_nonzero(labels[a:b]))
-        if b <= a or not 0 < positives < b - a:
-            raise InputError(f"the train split has {b - a} rows and {positives} positives: "
-                             f"the click rate must be strictly between 0 and 1")
-        split_stats = {k: {"rows": e - s, "positives": int(np.count_nonzero(labels[s:e]))}
-                       for k, (s, e) in splits.items()}
-        t2 = time.perf_counter()
-        stats = {"rows": rows_read, "bad_lines": log.as_stats(), "splits": split_stats,
-                 "seconds": {"count": round(t1 - t0, 3), "write": round(t2 - t1, 3)},
-                 "rows_per_s": round(rows_read / max(t2 - t0, 1e-9), 1),
-                 "peak_rss_bytes": peak_rss_bytes(), "vocab_count_bytes": vocab_bytes,
-                 "rare_values": {n: v.rare_values for n, v in vocabs.items()},
+        stats = {"rows": counted.rows, "bad_lines": log.as_stats(),
+                 "splits": _split_stats(w.labels, splits),
+                 "seconds": {"count": round(t1 - t0, 3),
+                             "write": round(time.perf_counter() - t1, 3)},
+                 "rows_per_s": round(counted.rows / max(time.perf_counter() - t0, 1e-9), 1),
+                 "peak_rss_bytes": peak_rss_bytes(), "vocab_count_bytes": counted.vocab_bytes,
+                 "rare_values": {n: v.rare_values for n, v in counted.vocabs.items()},
                  **source.stats()}
+        train = stats["splits"]["train"]
+        if not 0 < train["positives"] < train["rows"]:
+            raise InputError(f"the train split has {train['rows']} rows and "
+                             f"{train['positives']} positives: the click rate must be strictly "
+                             f"between 0 and 1")
         if source.has_weights:
-            stats.update(_weight_stats(w.tmp / "weights.npy", labels, a, b))
+            stats.update(_weight_stats(w.tmp / "weights.npy", w.labels, *splits["train"]))
         manifest = Manifest(
-            name=source.name, num_rows=rows_read, feature_names=list(source.feature_names),
-            cardinalities=cards, dense_names=list(source.dense_names), splits=splits,
-            click_rate=positives / (b - a), fingerprint=fp,
+            name=source.name, num_rows=counted.rows, feature_names=list(source.feature_names),
+            cardinalities=counted.cards, dense_names=list(source.dense_names), splits=splits,
+            click_rate=train["positives"] / train["rows"], fingerprint=fp,
             source={"dataset": cfg.dataset, "inputs": infos, "options": cfg.output_options(),
                     "preprocessing": _preprocessing(cfg, source), "split": plan.describe(),
                     **source.describe()},
             stats=stats)
         return w.close(manifest)
+
+
+@dataclass
+class _Counted:
+    """What pass 1 learnt: rows kept, a vocabulary per counted feature, cardinalities."""
+
+    rows: int
+    vocabs: dict[str, Vocabulary]
+    cards: list[int]
+    vocab_bytes: int
+
+    def id_dtype(self, want: str) -> str:
+        big = max(self.cards) >= 2**31
+        if want == "int32" and big:
+            raise InputError(f"id_dtype int32 cannot hold cardinality {max(self.cards)}; "
+                             f"use int64")
+        return ("int64" if big else "int32") if want == "auto" else want
+
+
+def _count(source: Source, log: BadLineLog, plan: SplitPlan, progress) -> _Counted:
+    """Pass 1: rows, split sizes (``plan.observe``) and values per feature."""
+    col = {n: j for j, n in enumerate(source.feature_names)}
+    counters = {n: VocabCounter(n) for n in source.feature_names if n not in source.fixed_ids}
+    rows_read = 0
+    for rows in source.blocks(log, record=True):
+        keys = _hashed(rows.keys, source.cfg.max_ind_range, source, col)
+        for n, c in counters.items():
+            c.update(keys[:, col[n]])
+        plan.observe(rows.file_index, rows.lines, rows.time)
+        rows_read += len(rows.lines)
+        progress(rows_read, rows.position)
+    vocab_bytes = sum(c.nbytes() for c in counters.values())
+    vocabs = {n: c.finish(source.cfg.min_count) for n, c in counters.items()}
+    cards = [vocabs[n].cardinality if n in vocabs else source.fixed_ids[n]
+             for n in source.feature_names]
+    return _Counted(rows_read, vocabs, cards, vocab_bytes)
+
+
+def _write(source: Source, log: BadLineLog, plan: SplitPlan, counted: _Counted,
+           w: DatasetWriter, weights, progress) -> None:
+    """Pass 2: parse again, map values to ids, scatter rows to their split positions."""
+    col = {n: j for j, n in enumerate(source.feature_names)}
+    row_bytes = (w.ids.itemsize * len(col) + 4 * len(source.dense_names) + 1
+                 + (4 if weights is not None else 0))
+    written = since_release = 0
+    for rows in source.blocks(log, record=False):
+        keys = _hashed(rows.keys, source.cfg.max_ind_range, source, col)
+        ids = np.empty(keys.shape, dtype=w.ids.dtype)
+        for n, j in col.items():
+            v = counted.vocabs.get(n)
+            ids[:, j] = v.lookup(keys[:, j]) if v is not None else keys[:, j]
+        dest = plan.place(rows.file_index, rows.lines, rows.time)
+        if written + len(dest) > counted.rows:
+            raise InputError("the inputs yielded more rows in the second pass than in the "
+                             "first; did a file change while preparing?")
+        _scatter(w, weights, dest, rows, ids)
+        written += len(dest)
+        since_release += len(dest) * row_bytes
+        if since_release > RELEASE_BYTES:
+            _release(w.dense, w.ids, w.labels, weights)
+            since_release = 0
+        progress(written, rows.position)
+    if written != counted.rows:
+        raise InputError(f"the second pass read {written} rows, the first {counted.rows}; "
+                         f"did a file change while preparing?")
+
+
+def _split_stats(labels: np.ndarray, splits: dict[str, list[int]]) -> dict:
+    return {k: {"rows": e - s, "positives": int(np.count_nonzero(labels[s:e]))}
+            for k, (s, e) in splits.items()}
 
 
 def _hashed(keys: np.ndarray, m: int, source: Source, col: dict[str, int]) -> np.ndarray:

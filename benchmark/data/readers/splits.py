@@ -108,8 +108,9 @@ class DaySplit(SplitPlan):
                 "pseudo_days": self.pseudo_days or None,
                 "train": f"days 0-{len(self.day_sizes) - 2}",
                 "last_day": "halved: first half test, second half val (np.array_split)",
-                "day_size_rule": ("divmod(rows, days); the first rows % days days get one "
-                                  "more row" if self.pseudo_days else "one input file per day")}
+                "day_size_rule": ("divmod(rows kept, days); the first rows % days days get "
+                                  "one more row (DLRM)" if self.pseudo_days else
+                                  "one input file per day, in day-number order")}
 
 
 @dataclass

@@ -175,9 +175,17 @@ def test_ml20m_csv_with_half_stars_and_quoted_titles(tmp_path):
     assert sorted(ds.labels.tolist()) == [0, 1, 1, 1]
 
 
-def test_layout_detection_errors(tmp_path):
+def test_layout_and_option_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="cannot tell the MovieLens layout"):
         prep(tmp_path / "empty", tmp_path / "out")
     with pytest.raises(InputError, match="no ml1m ratings file"):
         prep(tmp_path / "empty", tmp_path / "out", layout="ml1m")
+    write_recbole(tmp_path / "toy", INTER, USERS, ITEMS)
+    with pytest.raises(InputError, match="--genre-slots 0 must be >= 1"):
+        prep(tmp_path / "toy", tmp_path / "out", genre_slots=0)
+    with pytest.raises(InputError, match="--genre-slots applies to --genres multi only"):
+        prep(tmp_path / "toy", tmp_path / "out", genre_slots=2, genres="first")
+    with pytest.raises(InputError, match="--split days is not supported"):
+        prep(tmp_path / "toy", tmp_path / "out", split="days")
+    assert not (tmp_path / "out").exists()
