@@ -11,7 +11,8 @@ from benchmark.data.readers.badlines import BadLineError, InputError
 from benchmark.data.readers.criteo import CriteoKaggle, CriteoTerabyte
 from benchmark.data.readers.kdd12 import KDD12
 from benchmark.data.readers.movielens import MovieLens
-from benchmark.data.readers.pipeline import PrepareConfig, Progress, Source, prepare
+from benchmark.data.readers.pipeline import Progress, prepare
+from benchmark.data.readers.source import PrepareConfig, Source
 
 DATASETS: dict[str, type[Source]] = {
     "criteo-kaggle": CriteoKaggle,

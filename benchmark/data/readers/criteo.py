@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmark.data.readers import fields
 from benchmark.data.readers.badlines import BadLineLog, InputError
-from benchmark.data.readers.pipeline import PrepareConfig, Rows, Source, input_paths
+from benchmark.data.readers.source import PrepareConfig, Rows, Source, input_paths
 from benchmark.data.readers.splits import DaySplit
 from benchmark.data.readers.text import iter_field_blocks
 

@@ -30,7 +30,7 @@ import numpy as np
 from benchmark.data.readers import fields
 from benchmark.data.readers.badlines import BadLineLog, InputError
 from benchmark.data.readers.fields import MISSING_KEY
-from benchmark.data.readers.pipeline import Rows, Source, input_paths
+from benchmark.data.readers.source import Rows, Source, input_paths
 from benchmark.data.readers.splits import PermutationSplit
 from benchmark.data.readers.text import check_header, iter_field_blocks
 

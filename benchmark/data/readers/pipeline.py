@@ -12,113 +12,20 @@ import hashlib
 import mmap
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from benchmark.data.format import DatasetWriter, Manifest, PreparedDataset, fingerprint
 from benchmark.data.readers.badlines import BadLineLog, InputError
+from benchmark.data.readers.source import PrepareConfig, Rows, Source
 from benchmark.data.readers.splits import SplitPlan
 from benchmark.data.readers.vocab import Vocabulary, VocabCounter
 
 HEAD_BYTES = 1 << 20            # content hash of each input's head, for the fingerprint
 RELEASE_BYTES = 64 << 20        # written output after which mapped pages are dropped from RSS
-
-
-@dataclass
-class PrepareConfig:
-    """What ``fiited-data prepare`` was asked to do. Dataset-specific options are None where
-    the dataset does not use them (``readers.build_source`` rejects misplaced ones)."""
-
-    dataset: str
-    inputs: list[str]
-    out: str
-    max_ind_range: int = 0               # > 0: raw value mod this before counting (DLRM)
-    min_count: int = 0                   # > 1: values seen fewer times share id 0
-    on_bad_lines: str = "error"          # error | skip
-    split: str | None = None             # days | last-day | random | time (dataset default)
-    fractions: tuple[float, float, float] | None = None   # train, val, test for random/time
-    seed: int = 0
-    counts: str | None = None            # kdd12: expand | weights
-    genres: str | None = None            # movielens: multi | first
-    genre_slots: int | None = None       # movielens multi: slots (default: most genres a movie has)
-    positive_rating: float | None = None  # movielens: label = rating >= this (default 4)
-    layout: str | None = None            # movielens: auto | recbole | ml1m | ml20m
-    id_dtype: str = "auto"               # auto | int32 | int64
-    block_bytes: int = 32 << 20          # bytes read per block (memory vs overhead)
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_ind_range < 0:
-            raise ValueError(f"max_ind_range={self.max_ind_range}: must be >= 0 (0 = off)")
-        if self.min_count < 0:
-            raise ValueError(f"min_count={self.min_count}: must be >= 0 (0 = off)")
-        if self.id_dtype not in ("auto", "int32", "int64"):
-            raise ValueError(f"id_dtype={self.id_dtype!r}: must be auto, int32 or int64")
-        if self.block_bytes < 1024:
-            raise ValueError(f"block_bytes={self.block_bytes}: must be at least 1024")
-        if self.fractions is not None:
-            f = tuple(float(x) for x in self.fractions)
-            if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-9:
-                raise ValueError(f"fractions={self.fractions}: need three non-negative numbers "
-                                 f"(train, val, test) that sum to 1")
-            self.fractions = f
-        BadLineLog(self.on_bad_lines)           # validates the mode
-
-    def output_options(self) -> dict:
-        """Options that change the prepared arrays (the fingerprint's part)."""
-        d = asdict(self)
-        for k in ("inputs", "out", "block_bytes", "overwrite"):
-            d.pop(k)
-        return d
-
-
-@dataclass
-class Rows:
-    """One parsed block with bad lines resolved: what the pipeline counts and writes."""
-
-    file_index: int
-    lines: np.ndarray                  # int64 [n] input line of each row
-    labels: np.ndarray                 # uint8 [n]
-    keys: np.ndarray                   # uint64 [n, F] raw categorical values
-    dense: np.ndarray | None = None    # float32 [n, D]
-    weights: np.ndarray | None = None  # float32 [n] (KDD12 weights mode)
-    time: np.ndarray | None = None     # int64 [n] what a day/time split orders by
-    position: int = 0                  # input bytes consumed so far, over all files
-
-
-class Source:
-    """A dataset reader: its features, inputs, parsed blocks and split rule."""
-
-    name: str = ""
-    feature_names: list[str] = []
-    dense_names: list[str] = []
-    has_weights = False
-    # feature -> cardinality for features whose ids the reader fixes itself (genre slots)
-    fixed_ids: dict[str, int] = {}
-
-    def __init__(self, cfg: PrepareConfig) -> None:
-        self.cfg = cfg
-
-    def files(self) -> list[Path]:
-        """Every file read (fingerprinted and checked for changes)."""
-        raise NotImplementedError
-
-    def blocks(self, log: BadLineLog, record: bool) -> Iterator[Rows]:
-        raise NotImplementedError
-
-    def split_plan(self) -> SplitPlan:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        """Reader-specific facts for manifest.source."""
-        return {}
-
-    def stats(self) -> dict:
-        """Reader-specific counts for manifest.stats (after pass 1)."""
-        return {}
 
 
 Progress = Callable[[str, int, int, int], None]    # (pass name, rows, bytes done, bytes total)
@@ -330,13 +237,3 @@ def _preprocessing(cfg: PrepareConfig, source: Source) -> dict:
     if source.fixed_ids:
         d["fixed_id_features"] = sorted(source.fixed_ids)
     return d
-
-
-def input_paths(cfg: PrepareConfig) -> list[Path]:
-    paths = [Path(p) for p in cfg.inputs]
-    if not paths:
-        raise InputError("no --input given")
-    for p in paths:
-        if not p.exists():
-            raise InputError(f"{p}: input does not exist")
-    return paths
