@@ -43,7 +43,7 @@ from fiited.padding import PADDINGS, ProjectionPadding
 from fiited.pruning import (LAYOUTS, NORMALISERS, POOLS, SAMPLERS, THRESHOLDS, PrunePolicy,
                             ScheduleConfig, group_capacities, run_event)
 from fiited.registry import register_method
-from fiited.store import INDEXES, INITS, ChunkStore
+from fiited.store import INDEXES, INITS, ChunkStore, busiest_first, gather_rows
 from fiited.utility import DECAY_MODES, UTILITIES, ChunkUtility
 
 BUDGET_SCOPES = ("weights", "total")
@@ -81,7 +81,7 @@ class FiitedConfig(MethodConfig):
     padding: str = "zeros"                 # zeros | projection
     index: str = "direct"                  # direct (one entry per row) | hashed (live rows only)
     index_entries: float = 2.0             # hashed: live entries = this x (capacity / K)
-    index_load: float = 0.5                # hashed: max load of the open-addressing table
+    index_load: float = 0.75               # hashed: max load of the open-addressing table
     index_reserve: float = 0.1             # hashed: entry capacity left free at events for new ids
     seed: Optional[int] = None             # None: the run's seed
 
@@ -238,10 +238,10 @@ class Fiited(EmbeddingMethod):
             self._first_access(entries)
         if store.keys is None:
             valid = None
-            addrs = store.addr.index_select(0, entries)
+            addrs = gather_rows(store.addr, entries)
         else:                                   # rows without an entry read zeros
             valid = entries >= 0
-            addrs = store.addr.index_select(0, entries.clamp_min(0))
+            addrs = gather_rows(store.addr, entries.clamp_min(0))
             addrs = addrs.masked_fill(~valid.unsqueeze(1), -1)
         sink = None
         if self.training:
@@ -261,13 +261,16 @@ class Fiited(EmbeddingMethod):
 
     def _first_access(self, entries: torch.Tensor) -> None:
         """Rows never seen (no chunk, zero utility) get chunks in position order: chunk 0 of
-        every new row first, then chunk 1, ... while their group has free slots."""
-        uniq = torch.unique(entries)
-        uniq = uniq[uniq >= 0]
+        every new row first, then chunk 1, ...; within a position the rows most frequent in
+        the batch first; while their group has free slots."""
+        uniq, counts = torch.unique(entries, return_counts=True)
+        seen = uniq >= 0
+        uniq, counts = uniq[seen], counts[seen]
         new = ((self.store.addr[uniq] < 0).all(1) & (self.utility.util[uniq] == 0).all(1))
         new_entries = uniq[new]
         if new_entries.numel() == 0:
             return
+        new_entries = new_entries[busiest_first(new_entries, counts[new])]
         K = self.num_chunks
         flat = (new_entries.unsqueeze(0) * K
                 + torch.arange(K, device=entries.device).unsqueeze(1)).reshape(-1)

@@ -37,6 +37,24 @@ INDEXES = ("direct", "hashed")
 _HASH = 2654435761          # Knuth's multiplicative constant; rows < 2**32 keep products < 2**63
 
 
+def busiest_first(items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Order of ``items`` by occurrence count (descending), ties in a hashed order rather than
+    by id: ids are grouped by table, so 'smallest first' would hand everything to the first
+    tables whenever demand exceeds supply."""
+    scrambled = torch.sort((items * _HASH) % 4294967291, stable=True).indices
+    by_count = torch.sort(counts[scrambled], descending=True, stable=True).indices
+    return scrambled[by_count]
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] for a small-row integer table, read through the widest integer view that
+    fits the row (a [R, 4] int32 table as [R, 2] int64): index_select is per element."""
+    width = table.shape[1] * table.element_size()
+    if table.is_contiguous() and width % 8 == 0 and table.element_size() < 8:
+        return table.view(torch.int64).index_select(0, index).view(table.dtype)
+    return table.index_select(0, index)
+
+
 def ranks_within_groups(groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For group ids already sorted (stable), each item's rank inside its group and the counts."""
     counts = torch.bincount(groups, minlength=num_groups)
@@ -224,15 +242,17 @@ class ChunkStore(nn.Module):
 
     def entries_of(self, rows: torch.Tensor, insert: bool) -> torch.Tensor:
         """Entry of each row [N] (-1: none). ``insert``: give rows without one an entry while
-        fewer than ``max_live`` are live (smallest rows first)."""
+        fewer than ``max_live`` are live (the rows most frequent in ``rows`` first)."""
         if self.keys is None:
             return rows
-        uniq, inverse = torch.unique(rows, return_inverse=True)
+        uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
         found = self._find(uniq)
         if insert and self.live < self.max_live:
             missing = (found < 0).nonzero().squeeze(1)
             if missing.numel():
-                missing = missing[: self.max_live - self.live]
+                if missing.numel() > self.max_live - self.live:
+                    order = busiest_first(uniq[missing], counts[missing])
+                    missing = missing[order[: self.max_live - self.live]]
                 found[missing] = self._insert(uniq[missing])
         return found[inverse]
 

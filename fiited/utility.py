@@ -64,11 +64,13 @@ class ChunkUtility(nn.Module):
             return
         scale = self._scale()
         norms = norms.float()
-        # (index_add_ with alpha= takes a slow path on CPU: scale the values instead.)
+        # (index_add_ with alpha= takes a slow path on CPU, and accumulating index_put_ beats
+        # index_add_ there: scale the values, then accumulate.)
         if self.kind == "freq_grad":
-            self.util.index_add_(0, rows, norms * scale if scale != 1.0 else norms)
+            self.util.index_put_((rows,), norms * scale if scale != 1.0 else norms,
+                                 accumulate=True)
         elif self.kind == "freq":
-            self.util.index_add_(0, rows, norms.new_full(norms.shape, scale))
+            self.util.index_put_((rows,), norms.new_full(norms.shape, scale), accumulate=True)
         else:  # grad: the mean over the occurrences of each row
             uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
             sums = norms.new_zeros(uniq.numel(), norms.shape[1]).index_add_(0, inverse, norms)

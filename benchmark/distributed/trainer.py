@@ -31,8 +31,10 @@ from benchmark.distributed.context import DistContext
 from benchmark.distributed.init_values import align_initial_values, divergent_draws
 from benchmark.distributed.planner import TableCost, plan_tables, table_bytes
 from benchmark.distributed.sharded import ShardedEmbedding, batch_split
+from benchmark.distributed.threshold import make_global_threshold, wants_global_threshold
 from benchmark.model import DLRM
 from benchmark.train import Trainer, load_data, peak_rss_bytes
+from fiited import pruning
 from fiited.registry import build_method
 
 log = logging.getLogger(__name__)
@@ -140,11 +142,7 @@ class DistributedTrainer(Trainer):
                         "statistically, not bitwise, equal to a 1-process run", ", ".join(notes))
         emb = ShardedEmbedding(self.tables, dim, self.sparse_opt, local, self.plan, ctx)
         emb.grad_scale = 1.0 / ctx.world_size
-        from benchmark.distributed.threshold import make_global_threshold, wants_global_threshold
-
         if ctx.world_size > 1 and wants_global_threshold(local):
-            import fiited.pruning as pruning
-
             emb.threshold_reducer = make_global_threshold(pruning.adaptive_threshold,
                                                           ctx.device, ctx.emb_group)
         return emb

@@ -16,13 +16,19 @@ CONF_DIR = str(REPO / "conf")
 APP = [sys.executable, "-m", "benchmark.app"]
 
 
-def tiny_overrides(data_dir: Path) -> list[str]:
-    """A dataset and model small enough for seconds-long runs, still with the real structure."""
-    return [
+def tiny_overrides(data_dir: Path | None) -> list[str]:
+    """A dataset and model small enough for seconds-long runs, still with the real structure.
+
+    ``data_dir=None`` leaves the data settings alone (for tests that bring their own data).
+    """
+    data = [] if data_dir is None else [
         f"data.path={data_dir}",
         "data.synthetic.rows=30000",
         "data.synthetic.scale=0.0001",
         "data.synthetic.days=4",
+    ]
+    return [
+        *data,
         "model=dlrm_small",
         "train.batch_size=256",
         "train.eval_batch_size=4096",
@@ -46,9 +52,10 @@ def compose_cfg(tiny_data_dir):
     """compose_cfg(*overrides) -> the resolved DictConfig the app would run."""
     register_configs()
 
-    def _compose(*overrides: str):
+    def _compose(*overrides: str, tiny_data: bool = True):
+        data_dir = tiny_data_dir if tiny_data else None
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose("config", overrides=[*tiny_overrides(tiny_data_dir), *overrides])
+            return compose("config", overrides=[*tiny_overrides(data_dir), *overrides])
     return _compose
 
 

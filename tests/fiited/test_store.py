@@ -159,7 +159,7 @@ def test_hashed_index_stops_inserting_at_max_live():
     s = hashed_store(entries=16, live=8)
     e = s.entries_of(torch.arange(20), insert=True)
     assert int((e >= 0).sum()) == 8 and s.live == 8
-    assert e[:8].ge(0).all()                               # smallest rows first
+    assert s.live == 8
     s.check_invariants()
 
 
@@ -227,3 +227,10 @@ def test_hashed_state_round_trip_recounts_live_entries_and_probes():
     t.load_state_dict(s.state_dict())
     assert (t.live, t.max_probe) == (s.live, s.max_probe)
     t.check_invariants()
+
+
+def test_hashed_insertion_prefers_the_rows_most_frequent_in_the_batch():
+    s = hashed_store(entries=16, live=3)
+    e = s.entries_of(torch.tensor([399, 399, 399, 7, 250, 250, 1, 2]), insert=True)
+    assert e[:3].ge(0).all() and e[4:6].ge(0).all()           # rows 399 and 250 first
+    assert int((e[[3, 6, 7]] >= 0).sum()) == 1                # then one of the singletons

@@ -53,8 +53,8 @@ def read_blocks(path: Path, block_bytes: int, skip_lines: int = 0) -> Iterator[L
             try:
                 chunk = stream.read(block_bytes)
             except (EOFError, OSError, zlib.error) as e:
-                raise InputError(f"{path}: truncated or corrupt gzip data near line "
-                                 f"{line}: {e}") from None
+                what = "truncated or corrupt gzip data" if stream is not raw else "read error"
+                raise InputError(f"{path}: {what} near line {line}: {e}") from None
             if not chunk:
                 if carry:
                     yield LineBlock(carry + b"\n", line, raw.tell())

@@ -19,6 +19,8 @@ import numpy as np
 
 from benchmark.data.readers.badlines import InputError
 
+SMALL = 1 << 16                 # keys searched without sorting the queries first
+
 
 class _Sorted:
     """Sorted keys with their first-seen rank and count."""
@@ -120,12 +122,19 @@ class Vocabulary:
     rare_values: int = 0        # distinct values folded into id 0 by the threshold
 
     def lookup(self, values: np.ndarray) -> np.ndarray:
-        """Ids of ``values``; every value must have been counted in the first pass."""
-        u, inv = np.unique(values, return_inverse=True)
+        """Ids of ``values``; every value must have been counted in the first pass.
+
+        A vocabulary that fits in cache is searched directly; a large one via the block's
+        unique values, whose sorted order keeps the binary searches cache-friendly."""
+        if len(self.keys) <= SMALL:
+            u, inv = values, None
+        else:
+            u, inv = np.unique(values, return_inverse=True)
         pos = np.searchsorted(self.keys, u)
         ok = pos < len(self.keys)
         ok[ok] = self.keys[pos[ok]] == u[ok]
         if not ok.all():
             raise InputError(f"feature {self.name}: value {int(u[~ok][0])} was not seen in the "
                              f"first pass; did an input file change while preparing?")
-        return self.ids[pos][inv.reshape(-1)]
+        ids = self.ids[pos]
+        return ids if inv is None else ids[inv.reshape(-1)]

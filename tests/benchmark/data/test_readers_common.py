@@ -132,6 +132,21 @@ def test_vocab_first_seen_threshold_and_lookup():
         v.lookup(np.array([99], dtype=np.uint64))
 
 
+def test_large_vocab_merges_and_lookup_in_first_seen_order():
+    rng = np.random.default_rng(0)
+    values = rng.permutation(np.arange(1, 90_001, dtype=np.uint64) * np.uint64(7919))
+    vc = VocabCounter("big")
+    for part in np.array_split(np.concatenate([values, values[::-3]]), 9):   # pending merges
+        vc.update(part)
+    v = vc.finish()
+    assert v.cardinality == 90_000 and len(v.keys) > 1 << 16        # the sorted-query path
+    probe = np.concatenate([values[::-1], values[:10]])
+    np.testing.assert_array_equal(v.lookup(probe),
+                                  np.concatenate([np.arange(90_000)[::-1], np.arange(10)]))
+    with pytest.raises(InputError, match="value 5 was not seen"):
+        v.lookup(np.array([7919, 5], dtype=np.uint64))
+
+
 def test_kaggle_day_rule_reproduces_dlrm_sizes():
     plan = DaySplit(pseudo_days=7, rows_per_file={0: 45_840_617})
     splits = plan.finish()
