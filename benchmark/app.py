@@ -99,7 +99,7 @@ def _main(cfg: DictConfig) -> float:
         (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
         log.error("%s failed: %s: %s", _default_run_name(cfg), type(e).__name__, e)
         return float("nan")
-    if "val/ne" in summary:
+    if "val/ne" in summary and os.environ.get("RANK", "0") == "0":
         log.info("%s: val NE %.4f, test NE %.4f, embedding total %.0f bytes, %.0f train samples/s "
                  "(%.0fs)", _default_run_name(cfg), summary["val/ne"], summary["test/ne"],
                  summary["mem/total_bytes"], summary["perf/train_samples_per_s"],
@@ -107,7 +107,7 @@ def _main(cfg: DictConfig) -> float:
     if "val/ne" not in summary:
         log.info("stopped early: %s", summary)
         return float("nan")
-    if cfg.summary_table and not multirun:
+    if cfg.summary_table and not multirun and os.environ.get("RANK", "0") == "0":
         from benchmark.summary import format_table
 
         print(format_table([dict(summary, method=cfg.method.name,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from benchmark.summary import collect, format_table
 
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the sweep
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir)
         failed = sorted(sweep_dir.rglob("error.txt"))

@@ -56,7 +56,7 @@ def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass
 class FiitedConfig(MethodConfig):
-    """Every FIITED knob; where the paper is ambiguous the default is documented in DESIGN.md."""
+    """Every FIITED knob (conf/method/fiited.yaml says what each means and its default)."""
 
     name: str = "fiited"
     budget: float = 0.25

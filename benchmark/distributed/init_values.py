@@ -67,25 +67,28 @@ def align_initial_values(method: EmbeddingMethod, table_rows: Sequence[int],
     if Fiited is not None and isinstance(method, Fiited):
         store = method.store
         if store.capacity != store.total_rows * store.num_chunks:
-            return True   # starts empty; draws during training are listed by divergent_draws
+            return True   # starts empty; later differences: sharding_differences
         with torch.no_grad():
             store.fill_all(stream_rows(method.seed, method.dim, table_rows, owned))
         return True
     return False
 
 
-def divergent_draws(method: EmbeddingMethod) -> list[str]:
-    """Random draws during training that come from one generator over all of a rank's tables,
-    so a sharded run draws other numbers than a 1-process run (statistically equivalent, not
-    bitwise). Empty: the sharded run follows the 1-process run exactly."""
+def sharding_differences(method: EmbeddingMethod) -> list[str]:
+    """What makes a sharded run of ``method`` take other decisions than a 1-process run,
+    beyond float rounding: random draws from one generator over a rank's tables, and ties
+    broken by global row numbers. Empty: the sharded run follows the 1-process run."""
     cfg = method.config
     out = []
     if not hasattr(cfg, "first_access_init"):
         return out
     store = getattr(method, "store", None)
     full = store is not None and store.capacity == store.total_rows * store.num_chunks
-    if not full and cfg.first_access_alloc and cfg.first_access_init == "random":
-        out.append("method.first_access_init=random")
+    if not full and cfg.first_access_alloc:
+        if cfg.first_access_init == "random":
+            out.append("method.first_access_init=random")
+        out.append("method.first_access_alloc=true (ties for the last free slots are broken "
+                   "by a hash of the global row number)")
     if not full and cfg.regrow_init == "random":
         out.append("method.regrow_init=random")
     if cfg.sampling == "random" and cfg.sample_frac < 1:

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from benchmark.distributed.config import DistConfig
 from benchmark.distributed.context import DistContext
-from benchmark.distributed.init_values import align_initial_values, divergent_draws
+from benchmark.distributed.init_values import align_initial_values, sharding_differences
 from benchmark.distributed.planner import TableCost, plan_tables, table_bytes
 from benchmark.distributed.sharded import ShardedEmbedding, batch_split
 from benchmark.distributed.threshold import make_global_threshold, wants_global_threshold
@@ -133,13 +133,13 @@ class DistributedTrainer(Trainer):
         notes = []
         if self.dist_cfg.init_values == "global":
             if not align_initial_values(local, [t.num_rows for t in self.tables], owned):
-                notes.append(f"initial values of method {self.cfg.method.name!r}")
+                notes.append(f"initial values of method {self.cfg.method.name!r} (drawn per rank)")
         else:
-            notes.append("initial values (train.dist.init_values=local)")
-        notes += divergent_draws(local)
+            notes.append("initial values (init_values=local: drawn per rank)")
+        notes += sharding_differences(local)
         if notes and ctx.rank == 0:
-            log.warning("random draws per rank, not the 1-process stream: %s; results are "
-                        "statistically, not bitwise, equal to a 1-process run", ", ".join(notes))
+            log.warning("this sharded run decides differently from a 1-process run in: %s; "
+                        "results are statistically, not bitwise, equal", "; ".join(notes))
         emb = ShardedEmbedding(self.tables, dim, self.sparse_opt, local, self.plan, ctx)
         emb.grad_scale = 1.0 / ctx.world_size
         if ctx.world_size > 1 and wants_global_threshold(local):

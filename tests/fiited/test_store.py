@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
-from fiited.store import ChunkStore
+from fiited.store import ChunkStore, gather_rows
 
 ADAGRAD = SparseOptimConfig(name="rowwise_adagrad", initial_accumulator=0.5)
 
@@ -234,3 +234,10 @@ def test_hashed_insertion_prefers_the_rows_most_frequent_in_the_batch():
     e = s.entries_of(torch.tensor([399, 399, 399, 7, 250, 250, 1, 2]), insert=True)
     assert e[:3].ge(0).all() and e[4:6].ge(0).all()           # rows 399 and 250 first
     assert int((e[[3, 6, 7]] >= 0).sum()) == 1                # then one of the singletons
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 8])
+def test_gather_rows_equals_plain_indexing(k):
+    table = torch.randint(-1, 1000, (50, k), dtype=torch.int32)
+    index = torch.randint(0, 50, (200,))
+    assert torch.equal(gather_rows(table, index), table[index])
