@@ -122,9 +122,4 @@ class Hashing(EmbeddingMethod):
 
     def dims(self):
         """Every virtual row reads a full-width (shared) vector."""
-        out = {}
-        for t in self.tables:
-            counts = torch.zeros(self.dim + 1, dtype=torch.int64)
-            counts[self.dim] = t.num_rows
-            out[t.name] = counts
-        return out
+        return self.constant_width_dims(self.dim)

@@ -151,9 +151,4 @@ class QR(EmbeddingMethod):
 
     def dims(self):
         """Every virtual row reads a full-width composed vector."""
-        out = {}
-        for t in self.tables:
-            counts = torch.zeros(self.dim + 1, dtype=torch.int64)
-            counts[self.dim] = t.num_rows
-            out[t.name] = counts
-        return out
+        return self.constant_width_dims(self.dim)

@@ -53,9 +53,4 @@ class Uniform(EmbeddingMethod):
             per_table={t.name: t.num_rows * per_row for t in self.tables})
 
     def dims(self):
-        out = {}
-        for t in self.tables:
-            counts = torch.zeros(self.dim + 1, dtype=torch.int64)
-            counts[self.width] = t.num_rows
-            out[t.name] = counts
-        return out
+        return self.constant_width_dims(self.width)

@@ -95,6 +95,15 @@ class EmbeddingMethod(nn.Module):
         raise NotImplementedError
 
     # ---- shared helpers ------------------------------------------------------------------
+    def constant_width_dims(self, width: int) -> dict[str, torch.Tensor]:
+        """``dims()`` of a method whose every row reads ``width`` dims."""
+        out = {}
+        for t in self.tables:
+            counts = torch.zeros(self.dim + 1, dtype=torch.int64)
+            counts[width] = t.num_rows
+            out[t.name] = counts
+        return out
+
     def check_ids(self, ids: torch.Tensor) -> None:
         """Refuse bad ids with the table and position named, before anything reads memory."""
         if not isinstance(ids, torch.Tensor):

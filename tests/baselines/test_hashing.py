@@ -12,15 +12,10 @@ from baselines.hashing import PRIME
 from fiited.interface import TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
+from ledger_check import real_bytes
 
 TABLES = [TableSpec("tiny", 3), TableSpec("mid", 40), TableSpec("big", 1000)]
 DIM = 8
-
-
-def real_bytes(emb) -> int:
-    skip = {"num_rows", "table_offsets"}
-    named = list(emb.named_buffers()) + list(emb.named_parameters())
-    return sum(t.numel() * t.element_size() for n, t in named if n.split(".")[-1] not in skip)
 
 
 def make(budget=0.25, tables=TABLES, seed=0, opt=None, **kw):

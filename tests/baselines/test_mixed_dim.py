@@ -7,16 +7,11 @@ from baselines.mixed_dim import floats_of, plan_widths
 from fiited.interface import TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
+from ledger_check import real_bytes
 
 TABLES = [TableSpec("a", 4), TableSpec("b", 60), TableSpec("c", 300), TableSpec("d", 2000)]
 NS = [t.num_rows for t in TABLES]
 DIM = 8
-
-
-def real_bytes(emb) -> int:
-    skip = {"num_rows", "table_offsets"}
-    named = list(emb.named_buffers()) + list(emb.named_parameters())
-    return sum(t.numel() * t.element_size() for n, t in named if n.split(".")[-1] not in skip)
 
 
 def make(budget=0.25, opt=None, seed=0, **kw):

@@ -6,16 +6,11 @@ import torch.nn.functional as F
 from fiited.interface import TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
+from ledger_check import real_bytes
 
 TABLES = [TableSpec("a", 5), TableSpec("b", 30), TableSpec("c", 65)]
 ROWS = 100
 DIM = 8
-
-
-def real_bytes(emb) -> int:
-    skip = {"num_rows", "table_offsets"}
-    named = list(emb.named_buffers()) + list(emb.named_parameters())
-    return sum(t.numel() * t.element_size() for n, t in named if n.split(".")[-1] not in skip)
 
 
 def make(budget=0.25, opt=None, seed=0, **kw):

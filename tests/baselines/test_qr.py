@@ -7,15 +7,10 @@ from baselines.qr import QR, QRConfig, QRPlan, split_rows
 from fiited.interface import TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
+from ledger_check import real_bytes
 
 TABLES = [TableSpec("tiny", 3), TableSpec("mid", 100), TableSpec("big", 5000)]
 DIM = 8
-
-
-def real_bytes(emb) -> int:
-    skip = {"num_rows", "table_offsets"}
-    named = list(emb.named_buffers()) + list(emb.named_parameters())
-    return sum(t.numel() * t.element_size() for n, t in named if n.split(".")[-1] not in skip)
 
 
 def make(budget=0.25, combine="mult", opt=None, seed=0, tables=TABLES):

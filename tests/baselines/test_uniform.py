@@ -9,18 +9,12 @@ from torch import nn
 from fiited.interface import TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
+from ledger_check import real_bytes
 
 TABLES = [TableSpec("small", 3), TableSpec("mid", 7), TableSpec("big", 11)]
 DIM = 8
 BATCH = 16
 LR = 0.1
-
-
-def real_bytes(emb) -> int:
-    """Bytes of every tensor the module holds, minus the interface's own O(F) bookkeeping."""
-    skip = {"num_rows", "table_offsets"}
-    named = list(emb.named_buffers()) + list(emb.named_parameters())
-    return sum(t.numel() * t.element_size() for n, t in named if n.split(".")[-1] not in skip)
 
 
 def batches(steps: int, seed: int = 1):
