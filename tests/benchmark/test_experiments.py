@@ -18,17 +18,19 @@ EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-@pytest.mark.parametrize("scale", ["smoke", "default", "full"])
+@pytest.mark.parametrize("scale", [None, "smoke", "default", "full"])
 def test_every_experiment_composes_at_every_scale(name, scale):
     register_configs()
+    overrides = [f"experiment={name}"] + ([f"scale={scale}"] if scale else [])
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={name}", f"scale={scale}"],
-                      return_hydra_config=True)
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
     assert cfg.tracking.experiment == name
     params = cfg.hydra.sweeper.params
     assert params, f"experiment {name} sweeps nothing"
     if scale == "smoke" and name != "demo":
         assert cfg.train.max_steps <= 100 and str(params.seed) == "0"
+    if scale is None and name != "demo":  # an experiment alone runs at the default scale
+        assert cfg.train.batch_size == 1024 and cfg.hydra.launcher.n_jobs == 2
 
 
 @pytest.mark.slow
