@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
+from fiited.interface import EmbeddingMethod, MethodConfig
 from fiited.kernels import lookup
 from fiited.kernels.reference import chunk_norms
 from fiited.memory import MemoryReport, tensor_bytes
@@ -65,14 +65,8 @@ class PostPrune(EmbeddingMethod):
         self.k = int(config.chunks)
         self.chunk = dim // self.k
         self.finetune_steps = int(config.finetune_steps)
-        total = int(self.num_rows.sum())
-        gen = torch.Generator().manual_seed(self.seed)
-        per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
-        self.register_buffer("pool", dlrm_init(total, self.dim, per_row, gen))
-        self.register_buffer(
-            "opt_state", torch.full((total * optim.state_floats_per_row,),
-                                    float(optim.initial_accumulator)))
-        util_rows = total if config.score == "utility" else 0
+        self.init_full_table(self.dim)
+        util_rows = int(self.num_rows.sum()) if config.score == "utility" else 0
         self.register_buffer("utility", torch.zeros(util_rows, self.k))
         # Empty until pruning; afterwards the direct index of the compacted pool.
         self.register_buffer("chunk_index", torch.zeros(0, self.k, dtype=torch.int32))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
+from fiited.interface import EmbeddingMethod, MethodConfig
 from fiited.kernels import lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
@@ -28,13 +28,7 @@ class Uniform(EmbeddingMethod):
     def __init__(self, tables, dim, optim, config, seed=0):
         super().__init__(tables, dim, optim, config, seed)
         self.width = max(1, min(dim, round(config.budget * dim)))
-        total = int(self.num_rows.sum())
-        gen = torch.Generator().manual_seed(self.seed)
-        per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
-        self.register_buffer("pool", dlrm_init(total, self.width, per_row, gen))
-        self.register_buffer(
-            "opt_state", torch.full((total * optim.state_floats_per_row,),
-                                    float(optim.initial_accumulator)))
+        self.init_full_table(self.width)
 
     def embed(self, ids):
         b, f = ids.shape

@@ -95,6 +95,17 @@ class EmbeddingMethod(nn.Module):
         raise NotImplementedError
 
     # ---- shared helpers ------------------------------------------------------------------
+    def init_full_table(self, width: int) -> None:
+        """Buffers ``pool`` [rows, width] (DLRM init, seeded) and ``opt_state`` (one float per
+        row for row-wise Adagrad): the full table that uniform-like methods hold."""
+        total = int(self.num_rows.sum())
+        gen = torch.Generator().manual_seed(self.seed)
+        per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
+        self.register_buffer("pool", dlrm_init(total, width, per_row, gen))
+        self.register_buffer(
+            "opt_state", torch.full((total * self.optim.state_floats_per_row,),
+                                    float(self.optim.initial_accumulator)))
+
     def constant_width_dims(self, width: int) -> dict[str, torch.Tensor]:
         """``dims()`` of a method whose every row reads ``width`` dims."""
         out = {}

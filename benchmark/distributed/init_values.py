@@ -46,19 +46,12 @@ def align_initial_values(method: EmbeddingMethod, table_rows: Sequence[int],
                          owned: Sequence[int]) -> bool:
     """Overwrite ``method``'s initial values (built for tables ``owned`` of ``table_rows``) with
     the 1-process stream's. Returns False for methods it does not know how to align."""
+    from baselines.post_prune import PostPrune
     from baselines.uniform import Uniform
 
-    if type(method) is Uniform:
+    if type(method) in (Uniform, PostPrune):  # post_prune is uniform at D until it prunes
         with torch.no_grad():
-            method.pool.copy_(stream_rows(method.seed, method.width, table_rows, owned))
-        return True
-    try:
-        from baselines.post_prune import PostPrune
-    except ImportError:  # pragma: no cover - baseline not in this tree
-        PostPrune = None
-    if PostPrune is not None and type(method) is PostPrune:   # uniform at D until it prunes
-        with torch.no_grad():
-            method.pool.copy_(stream_rows(method.seed, method.dim, table_rows, owned))
+            method.pool.copy_(stream_rows(method.seed, method.pool.shape[1], table_rows, owned))
         return True
     try:
         from fiited.method import Fiited
