@@ -33,6 +33,42 @@ def test_every_experiment_composes_at_every_scale(name, scale):
         assert cfg.train.batch_size == 1024 and cfg.hydra.launcher.n_jobs == 2
 
 
+def _group_choices() -> list[tuple[str, str, str]]:
+    """(experiment, group, choice) for every config-group choice an experiment sweeps (+group)."""
+    out = []
+    for name in EXPERIMENTS:
+        text = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+        for line in text.splitlines():
+            key, _, value = line.strip().partition(":")
+            if key.startswith("+") and value.strip():
+                out += [(name, key[1:], c.strip()) for c in value.split(",")]
+    return out
+
+
+@pytest.mark.parametrize("name,group,choice", _group_choices())
+def test_every_swept_group_choice_composes(name, group, choice):
+    register_configs()
+    overrides = [f"experiment={name}", f"+{group}={choice}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    assert cfg.method.name and 0 < cfg.method.budget <= 1
+
+
+def test_compare_total_bounds_total_bytes_of_every_pruner():
+    """Equal-total-memory cases: every method with an index uses the hashed one and scope total."""
+    cases = [c for n, g, c in _group_choices() if n == "compare_total"]
+    assert {"uniform", "fiited_k4", "adaembed", "itep"} <= set(cases)
+    register_configs()
+    seen_chunks = set()
+    for case in cases:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=["experiment=compare_total", f"+total_case={case}"])
+        if "index" in cfg.method:
+            assert cfg.method.index == "hashed" and cfg.method.budget_scope == "total", case
+            seen_chunks.add((cfg.method.name, cfg.method.num_chunks))
+    assert ("fiited", 4) in seen_chunks and ("adaembed", 1) in seen_chunks
+
+
 @pytest.mark.slow
 def test_smoke_sweeps_of_two_experiments_then_reports(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
