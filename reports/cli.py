@@ -23,6 +23,10 @@ def parser() -> argparse.ArgumentParser:
                    help="skip generating and executing the notebook (faster)")
     p.add_argument("--notebook-timeout", type=int, default=900,
                    help="seconds a notebook cell may run (default 900)")
+    p.add_argument("--reference", metavar="EXPERIMENT", default=None,
+                   help="borrow the uniform runs at budget 1.0 of this experiment of the same "
+                        "store as the reference (for ablations that run no uniform); refused "
+                        "unless data, model and training params all match")
     p.add_argument("--list", action="store_true", help="list the store's experiments and exit")
     return p
 
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             parser().error("--experiment is required (use --list to see the experiments)")
         out = build_report(ReportConfig(args.experiment, args.tracking_uri, args.out,
                                         notebook=not args.no_notebook,
-                                        notebook_timeout_s=args.notebook_timeout), log=say)
+                                        notebook_timeout_s=args.notebook_timeout,
+                                        reference=args.reference), log=say)
     except ReportError as e:
         print(f"fiited-report: error: {e}", file=sys.stderr, flush=True)
         return 2

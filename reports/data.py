@@ -7,7 +7,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from reports.runs import RunTable, load_dims, load_runs, metric_history, representatives
+from reports.runs import (RunTable, load_dims, load_runs, metric_history, representatives,
+                          with_reference)
 from reports.tables import config_summary
 
 
@@ -48,6 +49,11 @@ def _with_config(long: pd.DataFrame | None, reps: pd.DataFrame, runs: RunTable) 
     return long.merge(reps[cols], on="run_id", how="left")
 
 
-def load_report_data(experiment: str, tracking_uri: str | None = None) -> ReportData:
+def load_report_data(experiment: str, tracking_uri: str | None = None,
+                     reference: str | None = None) -> ReportData:
+    """``reference``: another experiment of the store whose uniform runs (budget 1.0) serve as
+    the reference for NE deltas and speed ratios (see ``runs.with_reference``)."""
     runs = load_runs(experiment, tracking_uri)
+    if reference:
+        runs = with_reference(runs, load_runs(reference, runs.tracking_uri))
     return ReportData(runs, config_summary(runs))

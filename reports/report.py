@@ -23,6 +23,7 @@ class ReportConfig:
     out_dir: Path | None = None          # default: reports/out/<experiment>
     notebook: bool = True
     notebook_timeout_s: int = 900
+    reference: str | None = None         # experiment to borrow uniform (budget 1.0) runs from
 
     @property
     def out(self) -> Path:
@@ -52,8 +53,9 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
         log(f"[{n}/5] {what}")
 
     step(1, f"reading runs of experiment {cfg.experiment!r}")
-    data = load_report_data(cfg.experiment, cfg.tracking_uri)
+    data = load_report_data(cfg.experiment, cfg.tracking_uri, cfg.reference)
     runs = data.runs
+    log(f"  {_reference_note(runs)}")
     out.missing = runs.missing
     log(f"  {runs.tracking_uri}: {len(runs.frame)} runs, {len(runs.complete)} complete, "
         f"{len(data.summary)} configs (by {', '.join(runs.config_columns)})")
@@ -81,6 +83,7 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
         template = notebook.template_for(cfg.experiment)
         nb = notebook.render(template, {"experiment": cfg.experiment,
                                         "tracking_uri": runs.tracking_uri,
+                                        "reference": cfg.reference,
                                         "figures_dir": str(out.out_dir / "figures")})
         out.notebook_errors = notebook.execute(nb, out.out_dir, cfg.notebook_timeout_s)
         out.notebook, out.html = notebook.export(nb, out.out_dir, cfg.experiment)
@@ -95,6 +98,20 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
     out.index.write_text(_index(cfg, data, out, claim_rows), encoding="utf-8")
     log(f"  {out.index}")
     return out
+
+
+def _reference_note(runs) -> str:
+    ref = tables.uniform_runs(runs)
+    if ref.empty:
+        return ("No uniform run at budget 1.0: NE deltas, speed ratios and compression-within "
+                "columns are empty. `fiited-report --reference <experiment>` borrows them from "
+                "an experiment of the same store run with the same data, model and training "
+                "settings (e.g. `compare`).")
+    if runs.reference_from:
+        return (f"Uniform reference (budget 1.0): {len(ref)} run(s) borrowed from experiment "
+                f"`{runs.reference_from}`, checked to share every data/model/train param and "
+                f"the dataset fingerprint.")
+    return f"Uniform reference (budget 1.0): {len(ref)} run(s) of this experiment."
 
 
 def _describe(row: pd.Series, cols) -> str:
@@ -113,6 +130,7 @@ def _index(cfg: ReportConfig, data: ReportData, out: ReportOutputs,
              f"Store `{runs.tracking_uri}`; {len(runs.frame)} runs, {len(runs.complete)} "
              f"complete; configs differ in {', '.join(runs.config_columns)}. Generated "
              f"{dt.datetime.now().isoformat(timespec='seconds')} by `fiited-report`.", "",
+             _reference_note(runs), "",
              "## Figure → paper claim (PAPER.md)", "", tables.to_markdown(claim_rows), "",
              "## Runs missing results", ""]
     if out.missing is None or out.missing.empty:

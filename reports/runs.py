@@ -108,6 +108,7 @@ class RunTable:
     tracking_uri: str
     frame: pd.DataFrame
     config_columns: list[str]
+    reference_from: str | None = None  # experiment the uniform reference runs were borrowed from
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -153,6 +154,67 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> RunTable:
             break
     frame = tidy_frame(runs)
     return RunTable(experiment, exp.experiment_id, uri, frame, config_columns(frame))
+
+
+# Params that must agree before a uniform run of another experiment may serve as this one's
+# reference: the data, the model and how it is trained (not method knobs, seeds, bookkeeping).
+_SETUP = re.compile(r"^(data|model|train)\.")
+
+
+def _is_uniform_reference(frame: pd.DataFrame) -> pd.Series:
+    return (frame["method"] == "uniform") & np.isclose(frame["budget"].astype(float), 1.0)
+
+
+def with_reference(table: RunTable, reference: RunTable) -> RunTable:
+    """``table`` plus ``reference``'s complete uniform runs at budget 1.0, for experiments (the
+    ablations) that sweep one method and have no uniform run of their own.
+
+    The borrowed runs must share every data/model/train param and the dataset fingerprint with
+    this experiment's runs; otherwise the error names the first param that differs.
+    """
+    own = table.complete
+    if _is_uniform_reference(own).any():
+        raise ReportError(f"experiment {table.experiment!r} has its own uniform runs at budget "
+                          f"1.0; drop --reference {reference.experiment}")
+    ref = reference.complete[_is_uniform_reference(reference.complete)]
+    if ref.empty:
+        raise ReportError(f"reference experiment {reference.experiment!r} has no complete "
+                          f"uniform run at budget 1.0")
+    if own.empty:
+        raise ReportError(f"experiment {table.experiment!r} has no complete run to compare "
+                          f"with the reference")
+    keys = sorted({c for c in (*own.columns, *ref.columns)
+                   if (_SETUP.match(c) and not _NOT_CONFIG.search(c))
+                   or c == "tag.dataset_fingerprint"})
+    for key in keys:
+        ours = _values(own, key)
+        theirs = _values(ref, key)
+        if ours != theirs:
+            raise ReportError(
+                f"reference experiment {reference.experiment!r} is not comparable: {key} is "
+                f"{_show(theirs)} in its uniform runs but {_show(ours)} in "
+                f"{table.experiment!r}")
+    borrowed = ref.assign(**{"tag.reference_experiment": reference.experiment})
+    frame = pd.concat([table.frame, borrowed], ignore_index=True)
+    return RunTable(table.experiment, table.experiment_id, table.tracking_uri, frame,
+                    config_columns(frame), reference_from=reference.experiment)
+
+
+def _values(frame: pd.DataFrame, key: str) -> frozenset:
+    if key not in frame:
+        return frozenset({"(not logged)"})
+    return frozenset(map(_text, frame[key].dropna().unique())) or frozenset({"(empty)"})
+
+
+def _text(v) -> str:
+    """1024 and 1024.0 alike: a column with gaps is float even where its values are ints."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _show(values: frozenset) -> str:
+    return ", ".join(sorted(values))
 
 
 def tidy_frame(runs: Iterable) -> pd.DataFrame:

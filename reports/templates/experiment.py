@@ -17,6 +17,7 @@
 # %% tags=["parameters"]
 experiment = "demo"
 tracking_uri = "sqlite:///mlflow.db"
+reference = None  # experiment whose uniform runs (budget 1.0) are borrowed as the reference
 figures_dir = None  # fiited-report passes its figures/ so the notebook embeds those PNGs
 
 # %%
@@ -33,7 +34,7 @@ from reports.data import load_report_data  # noqa: E402
 
 pd.set_option("display.max_columns", 80)
 pd.set_option("display.width", 200)
-data = load_report_data(experiment, tracking_uri)
+data = load_report_data(experiment, tracking_uri, reference)
 if figures_dir:  # already drawn by fiited-report: embed them rather than drawing again
     figs = {spec.name: Image(filename=str(Path(figures_dir) / f"{spec.name}.png"))
             for spec in figures.FIGURES if (Path(figures_dir) / f"{spec.name}.png").is_file()}
