@@ -36,12 +36,12 @@ ui: install
 	$(BIN)/python -m reports.ui
 
 bench: install
-	$(BIN)/fiited-kernels --json bench-kernels.json
+	THP_MEM_ALLOC_ENABLE=1 $(BIN)/fiited-kernels --json bench-kernels.json
 
 bench-peers: install
 	$(BIN)/pip install -q fbgemm-gpu-cpu==1.8.0 $(TORCH)
 	$(BIN)/pip install -q --no-deps torchrec==1.8.0
-	$(BIN)/fiited-kernels --json bench-kernels.json
+	THP_MEM_ALLOC_ENABLE=1 $(BIN)/fiited-kernels --json bench-kernels.json
 
 gpu-check:
 	python3 scripts/gpu_check.py --out gpu_check.md

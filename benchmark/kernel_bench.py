@@ -16,6 +16,11 @@ Implementations (``--impls``):
 Ours use row-wise Adagrad. torch and FBGEMM hold rows of width D, so they run at K=1; ratios
 for K>1 compare with their K=1 numbers at the same B, F, D.
 
+Memory: torch's CPU allocator hands out fresh pages for every large tensor, and faulting them in
+can cost more than the kernel at B=16384. ``THP_MEM_ALLOC_ENABLE=1`` (read by torch at import)
+backs large tensors with transparent huge pages, which helps every implementation alike; the
+setting is recorded in the JSON and printed under the table.
+
 Bytes moved (the same formula for every implementation of a case, so GB/s is a throughput):
   lookup = 4*N*K (int32 row index) + 4*Np*C (present chunks read) + 4*N*D (output written)
   lookup+update = lookup + 4*N*D (gradient read) + U*(8*C + 8) (each unique present chunk row:
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -293,6 +299,7 @@ def meta(cfg: BenchConfig, impls: list[str]) -> dict:
         "machine": platform.machine(), "processor": platform.processor(),
         "python": platform.python_version(), "impls": impls,
         "cpu_native": cpu_native.failure or "built",
+        "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
         "fbgemm": fbgemm_available(),
         "config": {k: v for k, v in vars(cfg).items()},
         "notes": ["torch uses element-wise Adagrad (D accumulators per row); ours and FBGEMM "
@@ -328,8 +335,14 @@ def table(report: dict) -> str:
               "torch = EmbeddingBag(sparse) + torch.optim.Adagrad, which is ELEMENT-wise Adagrad; "
               "sgd = the same with torch.optim.SGD."]
     lines.append(report["meta"]["notes"][1])
+    thp = report["meta"].get("thp_mem_alloc_enable", "unset")
     lines.append(f"threads={report['meta']['threads']} cpu native core: "
-                 f"{report['meta']['cpu_native']}; fbgemm: {report['meta']['fbgemm']}")
+                 f"{report['meta']['cpu_native']}; fbgemm: {report['meta']['fbgemm']}; "
+                 f"THP_MEM_ALLOC_ENABLE={thp}")
+    if thp != "1":
+        lines.append("(without THP_MEM_ALLOC_ENABLE=1, faulting in fresh pages for each large "
+                     "output costs every implementation alike and can dominate at B=16384; "
+                     "`make bench` sets it)")
     return "\n".join(lines)
 
 

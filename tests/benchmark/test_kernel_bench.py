@@ -1,5 +1,6 @@
 """fiited-kernels runs every implementation on a tiny shape and writes the JSON it promises."""
 import json
+import os
 
 import pytest
 
@@ -13,6 +14,8 @@ def test_tiny_run_writes_json_with_every_case(tmp_path, capsys):
     report = json.loads(path.read_text())
     assert set(report) == {"meta", "results", "fiited_like"}
     assert "ELEMENT-wise" in printed and "element-wise" in " ".join(report["meta"]["notes"])
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")  # recorded: it changes large-B times
+    assert report["meta"]["thp_mem_alloc_enable"] == thp and f"THP_MEM_ALLOC_ENABLE={thp}" in printed
 
     impls = {"torch", "torch-sgd", "reference", "cpu", "cpu-torch"}
     if report["meta"]["fbgemm"]:

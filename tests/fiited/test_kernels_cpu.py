@@ -27,6 +27,10 @@ CASES = [
     (50, 2, 12, 9, 1.0, 0.0, torch.int64),        # all absent
     (0, 2, 12, 9, 0.0, 0.0, torch.int32),         # empty batch
     (300, 1, 64, 20000, 0.0, 0.0, torch.int64),  # mostly unique rows
+    # widths the native core compiles as constants (4, 8; others run its generic code)
+    (160, 4, 4, 50, 0.5, 0.3, torch.int32),      # D=16 at K=4
+    (90, 2, 8, 25, 0.2, 0.2, torch.int64),
+    (70, 4, 32, 60, 0.1, 0.1, torch.int32),      # D=128 at K=4
 ]
 
 
