@@ -250,8 +250,9 @@ class Fiited(EmbeddingMethod):
             def sink(norms: torch.Tensor) -> None:
                 if valid is None:
                     utility.accumulate(entries, norms)
-                else:
-                    utility.accumulate(entries[valid], norms[valid])
+                else:  # one nonzero for both selections (boolean indexing would run two)
+                    keep = valid.nonzero().squeeze(1)
+                    utility.accumulate(entries.index_select(0, keep), norms.index_select(0, keep))
         out = lookup(store.pool, store.opt_state, addrs, self.optim, sink)
         out = out.view(b, f, self.dim)
         if self.projection is not None:

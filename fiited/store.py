@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from fiited.interface import dlrm_init
+from fiited.kernels.cpu import hash_find
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
 
@@ -245,6 +246,18 @@ class ChunkStore(nn.Module):
         fewer than ``max_live`` are live (the rows most frequent in ``rows`` first)."""
         if self.keys is None:
             return rows
+        found = hash_find(self.keys, rows, _HASH, self.max_probe)
+        if found is not None:  # native: probe every occurrence; unique only the missing rows
+            if not (insert and self.live < self.max_live):
+                return found
+            absent = found < 0
+            if not bool(absent.any()):
+                return found
+            uniq, counts = torch.unique(rows[absent], return_counts=True)
+            if uniq.numel() > self.max_live - self.live:
+                uniq = uniq[busiest_first(uniq, counts)[: self.max_live - self.live]]
+            self._insert(uniq)
+            return torch.where(absent, hash_find(self.keys, rows, _HASH, self.max_probe), found)
         uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
         found = self._find(uniq)
         if insert and self.live < self.max_live:

@@ -119,3 +119,19 @@ def _torch_update(pool, state, flat, grad, opt, shape) -> torch.Tensor:
         summed.index_add_(0, seg, grad.index_select(0, perm).float())
     apply_update(pool, state, uniq, summed, opt)
     return norms
+
+
+def hash_find(keys: torch.Tensor, rows: torch.Tensor, mult: int, max_probe: int
+              ) -> torch.Tensor | None:
+    """Slot of each row [N] in a linear-probing table ``keys`` (-1: absent), in one native
+    pass; None when the native core cannot take these tensors (the caller uses torch ops)."""
+    if not (keys.device.type == "cpu" and rows.device.type == "cpu" and rows.dtype == torch.int64
+            and keys.dtype in (torch.int32, torch.int64) and keys.is_contiguous()
+            and keys.numel() > 0 and cpu_native.library() is not None):
+        return None
+    rows = rows.contiguous()
+    out = torch.empty_like(rows)
+    cpu_native.library().fiited_hash_find(
+        keys.data_ptr(), int(keys.dtype == torch.int64), keys.numel(), rows.data_ptr(),
+        rows.numel(), int(mult), int(max_probe), out.data_ptr(), torch.get_num_threads())
+    return out

@@ -233,6 +233,30 @@ int64_t update_impl(float* pool, int64_t P, int64_t C_, float* state, const R* r
   return -1;
 }
 
+// Linear-probing lookup in a hashed index: out[i] = the slot whose key is rows[i], or -1 (an
+// empty slot ends the probe, and so does max_probe). home = (row * mult) mod E with int64
+// wrap-around and a non-negative remainder, as torch computes it.
+template <typename K>
+void hash_find_impl(const K* keys, int64_t E, const int64_t* rows, int64_t n, int64_t mult,
+                    int64_t max_probe, int64_t* out, int threads) {
+  parallel_for(n, threads, 8192, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t r = rows[i];
+      int64_t h = int64_t(uint64_t(r) * uint64_t(mult)) % E;
+      if (h < 0) h += E;
+      int64_t found = -1;
+      for (int64_t step = 0; step <= max_probe; ++step) {
+        int64_t slot = h + step;
+        if (slot >= E) slot -= E;
+        const int64_t k = (int64_t)keys[slot];
+        if (k == r) { found = slot; break; }
+        if (k < 0) break;
+      }
+      out[i] = found;
+    }
+  });
+}
+
 // fn(width) with the width as a compile-time constant for the narrow chunks of FIITED at small
 // D (4 and 8 floats: per-chunk call overhead dominates there; constant widths measured 1.3-1.4x
 // faster at C=4), else 0: wider rows are copied by libc's memcpy, which was as fast or faster.
@@ -270,6 +294,12 @@ int64_t fiited_update(float* pool, int64_t P, int64_t C, float* state, const voi
   });
 }
 
+
+void fiited_hash_find(const void* keys, int keys64, int64_t E, const int64_t* rows, int64_t n,
+                      int64_t mult, int64_t max_probe, int64_t* out, int threads) {
+  if (keys64) hash_find_impl((const int64_t*)keys, E, rows, n, mult, max_probe, out, threads);
+  else hash_find_impl((const int32_t*)keys, E, rows, n, mult, max_probe, out, threads);
+}
 }
 """
 
@@ -321,6 +351,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fiited_gather.restype = i64
     lib.fiited_update.argtypes = [p, i64, i64, p, p, i32, i64, p, p, i32, f32, f32, i32]
     lib.fiited_update.restype = i64
+    lib.fiited_hash_find.argtypes = [p, i32, i64, p, i64, i64, i64, p, i32]
+    lib.fiited_hash_find.restype = None
     return lib
 
 

@@ -173,6 +173,34 @@ def test_hashed_index_survives_collisions():
     s.check_invariants()
 
 
+@pytest.mark.parametrize("key_rows", [(100, 300), (2 ** 31, 5)])  # int32 keys, int64 keys
+def test_native_probe_gives_the_torch_path_entries_and_table(monkeypatch, key_rows):
+    """The same skewed id stream through entries_of with the native probe and with torch ops
+    only: identical entries every step and identical keys, live count and probe length."""
+    from fiited.kernels import cpu_native
+    if cpu_native.library() is None:
+        pytest.skip(f"native core unavailable: {cpu_native.failure}")
+    gen = torch.Generator().manual_seed(1)
+    total = sum(key_rows)
+    hot = torch.randint(0, total, (40,), generator=gen)
+    stream = [torch.cat([hot[torch.randint(0, 40, (60,), generator=gen)],
+                         torch.randint(0, total, (30,), generator=gen)]) for _ in range(12)]
+    native = hashed_store(rows=key_rows, entries=64, live=48)
+    plain = hashed_store(rows=key_rows, entries=64, live=48)
+    assert native.keys.dtype == (torch.int64 if total >= 2 ** 31 else torch.int32)
+    for i, rows in enumerate(stream):
+        insert = i % 4 != 3
+        got = native.entries_of(rows, insert=insert)
+        with monkeypatch.context() as m:
+            m.setattr(cpu_native, "_library", None)
+            m.setattr(cpu_native, "_tried", True)
+            want = plain.entries_of(rows, insert=insert)
+        assert torch.equal(got, want), f"step {i}"
+    assert native.live == plain.live == 48 and native.max_probe == plain.max_probe > 0
+    assert torch.equal(native.keys, plain.keys)
+    native.check_invariants()
+
+
 def test_rebuild_keeps_the_chosen_entries_with_their_chunks():
     s = hashed_store()
     gen = torch.Generator().manual_seed(0)
