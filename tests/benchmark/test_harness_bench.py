@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from benchmark.data.synthetic import SyntheticConfig, generate
 from benchmark.harness_bench import main
 
@@ -16,3 +18,30 @@ def test_harness_bench_runs_both_paths_and_writes_json(tmp_path, capsys):
     assert res["ratio_ours_to_torch"] == (res["fiited_uniform"]["samples_per_s"]
                                           / res["torch_embeddingbag_sparse_adagrad"]["samples_per_s"])
     assert "ratio ours/torch" in capsys.readouterr().out
+
+
+def test_more_methods_run_on_the_same_batches_with_ratios_to_uniform(tmp_path, capsys):
+    generate(SyntheticConfig(rows=6000, scale=0.0002, days=3), tmp_path / "d")
+    out = tmp_path / "r.json"
+    spec = "fiited:num_chunks=2,index=hashed,budget_scope=total,budget=0.5"
+    main(["--data", str(tmp_path / "d"), "--steps", "12", "--warmup", "1", "--batch-size", "128",
+          "--chunk", "5", "--methods", spec, "hashing", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["methods"][spec] == {"name": "fiited", "num_chunks": 2, "index": "hashed",
+                                    "budget_scope": "total", "budget": 0.5}
+    for k in ("fiited_uniform", spec, "hashing"):
+        assert res[k]["samples_per_s"] > 0
+        assert res["ratio_to_uniform"][k] == (res[k]["samples_per_s"]
+                                              / res["fiited_uniform"]["samples_per_s"])
+    assert res["fiited_uniform"]["event_seconds"] == 0.0
+    assert res[spec]["event_seconds"] > 0  # FIITED's events at steps 10 fall in the timed steps
+    assert spec in capsys.readouterr().out
+
+
+def test_a_bad_method_spec_is_named_before_any_training(tmp_path, capsys):
+    generate(SyntheticConfig(rows=3000, scale=0.0002, days=3), tmp_path / "d")
+    for spec, says in (("fiited:chunks=2", "Key 'chunks' not in 'FiitedConfig'"),
+                       ("fiited:num_chunks", "is not key=value"), ("nope", "'nope' is unknown")):
+        with pytest.raises(SystemExit) as e:
+            main(["--data", str(tmp_path / "d"), "--steps", "2", "--methods", spec])
+        assert e.value.code == 2 and says in capsys.readouterr().err
