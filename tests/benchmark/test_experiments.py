@@ -33,6 +33,30 @@ def test_every_experiment_composes_at_every_scale(name, scale):
         assert cfg.train.batch_size == 1024 and cfg.hydra.launcher.n_jobs == 2
 
 
+def test_experiments_with_other_synthetic_settings_use_their_own_data_dir():
+    """A dataset dir holds one set of generator settings (another is refused), so an experiment
+    that changes them must not share the default dir, or it fails after any other ran."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        base = compose("config", overrides=["data=synthetic_criteo"], return_hydra_config=True)
+        for name in EXPERIMENTS:
+            for scale in ("smoke", "default"):
+                cfg = compose("config", overrides=[f"experiment={name}", f"scale={scale}"],
+                              return_hydra_config=True)
+                if cfg.data.name != "synthetic_criteo":
+                    continue
+                same_sizes = compose("config", overrides=[
+                    f"scale={scale}", "data=synthetic_criteo", "hydra/launcher=joblib"],
+                    return_hydra_config=True)
+                if cfg.data.synthetic != same_sizes.data.synthetic:
+                    assert cfg.data.path != same_sizes.data.path, (name, scale)
+    assert base.data.synthetic.drift != 0.2  # stability's drift is not the default
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        knobs = compose("config", overrides=["data.synthetic.zipf_max=1.5",
+                                             "data.synthetic.drift=0.05"])
+    assert knobs.data.path == base.data.path + "_zipfmax1.5"  # drift 0.05 is the default
+
+
 def _group_choices() -> list[tuple[str, str, str]]:
     """(experiment, group, choice) for every config-group choice an experiment sweeps (+group)."""
     out = []
