@@ -110,7 +110,8 @@ def _reference_note(runs) -> str:
     if runs.reference_from:
         return (f"Uniform reference (budget 1.0): {len(ref)} run(s) borrowed from experiment "
                 f"`{runs.reference_from}`, checked to share every data/model/train param and "
-                f"the dataset fingerprint.")
+                f"the dataset fingerprint. They serve the NE deltas only: speed ratios need "
+                f"uniform runs made in the same sweep, so they stay empty.")
     return f"Uniform reference (budget 1.0): {len(ref)} run(s) of this experiment."
 
 

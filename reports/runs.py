@@ -170,7 +170,8 @@ def with_reference(table: RunTable, reference: RunTable) -> RunTable:
     ablations) that sweep one method and have no uniform run of their own.
 
     The borrowed runs must share every data/model/train param and the dataset fingerprint with
-    this experiment's runs; otherwise the error names the first param that differs.
+    this experiment's runs; otherwise the error names the first param that differs. They bring
+    quality and memory, not speed: their ``perf/*`` metrics are dropped.
     """
     own = table.complete
     if _is_uniform_reference(own).any():
@@ -195,6 +196,8 @@ def with_reference(table: RunTable, reference: RunTable) -> RunTable:
                 f"{_show(theirs)} in its uniform runs but {_show(ours)} in "
                 f"{table.experiment!r}")
     borrowed = ref.assign(**{"tag.reference_experiment": reference.experiment})
+    # Their speed was measured under another sweep's load: kept out of every speed figure.
+    borrowed[[c for c in borrowed.columns if c.startswith("perf/")]] = np.nan
     frame = pd.concat([table.frame, borrowed], ignore_index=True)
     return RunTable(table.experiment, table.experiment_id, table.tracking_uri, frame,
                     config_columns(frame), reference_from=reference.experiment)

@@ -2,7 +2,8 @@
 
 Uniform at budget 1.0 is the reference everywhere (NE deltas, throughput ratios), seed-averaged
 and taken from the same experiment (per dataset when the experiment spans datasets), so every
-ratio compares runs made by one harness on one machine.
+ratio compares runs made by one harness on one machine. A reference borrowed from another
+experiment (``fiited-report --reference``) serves the quality deltas, never the speed ratios.
 """
 from __future__ import annotations
 
@@ -30,14 +31,25 @@ def reference_keys(table: RunTable) -> list[str]:
     return [c for c in ("dataset",) if c in table.config_columns]
 
 
-def uniform_runs(table: RunTable) -> pd.DataFrame:
+BORROWED = "tag.reference_experiment"   # set on uniform runs taken from another experiment
+
+
+def uniform_runs(table: RunTable, own_only: bool = False) -> pd.DataFrame:
+    """Uniform's complete runs at budget 1.0; ``own_only``: not those borrowed (--reference)."""
     c = table.complete
-    return c[(c["method"] == UNIFORM) & np.isclose(c["budget"].astype(float), 1.0)]
+    sel = (c["method"] == UNIFORM) & np.isclose(c["budget"].astype(float), 1.0)
+    if own_only and BORROWED in c:
+        sel &= c[BORROWED].isna()
+    return c[sel]
 
 
 def uniform_mean(table: RunTable, frame: pd.DataFrame, metric: str) -> pd.Series:
-    """For each row of ``frame``: the seed-averaged ``metric`` of uniform at budget 1.0 (or NaN)."""
-    ref = uniform_runs(table)
+    """For each row of ``frame``: the seed-averaged ``metric`` of uniform at budget 1.0 (or NaN).
+
+    Speed (``perf/*``) is compared only with uniform runs of the same experiment: runs made at
+    another time met another machine load, so a borrowed reference serves quality only.
+    """
+    ref = uniform_runs(table, own_only=metric.startswith("perf/"))
     if metric not in ref or ref[metric].isna().all():
         return pd.Series(np.nan, index=frame.index)
     keys = reference_keys(table)

@@ -59,8 +59,10 @@ def test_borrowed_uniform_runs_give_the_deltas_an_ablation_lacks(ref_store):
         mine = fiited[fiited["K"] == k]
         expected = (100 * (mine[ne] / uni[ne].mean() - 1)).mean()
         assert row[f"{NE_DELTA} mean"] == pytest.approx(expected)
-        speed = (mine["perf/train_samples_per_s"] / uni["perf/train_samples_per_s"].mean()).mean()
-        assert row[f"{SPEED_RATIO} mean"] == pytest.approx(speed)
+        # speed met another sweep's load: no ratio against a borrowed reference
+        assert f"{SPEED_RATIO} mean" not in row or np.isnan(row[f"{SPEED_RATIO} mean"])
+    assert borrowed["perf/train_samples_per_s"].isna().all()
+    assert borrowed["mem/total_bytes"].notna().all()
 
 
 def test_a_reference_with_other_settings_is_refused_naming_the_param(ref_store):
