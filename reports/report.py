@@ -117,6 +117,8 @@ def _reference_note(runs) -> str:
 
 def _describe(row: pd.Series, cols) -> str:
     cfg = " ".join(f"{c}={row[c]}" for c in (*cols, "seed") if c in row and pd.notna(row[c]))
+    if not cfg and isinstance(row.get("run_name"), str):  # failed before its params were logged
+        cfg = f"name {row['run_name']}"
     what = [f"status {row['status']}"] if row["status"] != "FINISHED" else []
     if row["missing_metrics"]:
         what.append(f"lacks {row['missing_metrics']}")

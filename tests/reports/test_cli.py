@@ -44,3 +44,14 @@ def test_unknown_experiment_exits_2_listing_experiments(store, capsys):
 def test_list_experiments(store, capsys):
     assert main(["--list", "--tracking-uri", store.uri]) == 0
     assert capsys.readouterr().out.split() == ["Default", "ablations", "broken", "empty"]
+
+
+def test_a_run_that_failed_before_logging_params_is_named_by_its_run_name():
+    import pandas as pd
+
+    from reports.report import _describe
+    row = pd.Series({"run_id": "abc", "run_name": "fiited-b0.25-s1", "method": None,
+                     "budget": float("nan"), "seed": None, "status": "FAILED",
+                     "missing_metrics": "val/ne", "excluded": True})
+    text = _describe(row, ["method", "budget"])
+    assert text.startswith("run abc (name fiited-b0.25-s1): status FAILED") and "[excluded]" in text
