@@ -1,14 +1,17 @@
 """The CPU path's native core: one fused C++ pass for gather and for the sparse update.
 
 Plain C++ with a C ABI, loaded through ctypes: no torch headers, so a clean checkout compiles it
-in about a second on first use (into a cache dir, never into the tree). ctypes drops the GIL
-during a call; the code spreads work over ``threads`` std::threads itself.
+on first use in a few seconds (about 6 s here), into a cache dir, never into the tree. ctypes
+drops the GIL during a call; the code spreads work over ``threads`` std::threads itself.
 
 Update: a stable (parallel LSD radix) sort of (pool row, occurrence) pairs groups duplicates in
 occurrence order; then each thread takes whole segments, sums their gradient slices in that order (the
 reference's order, so SGD is bit-exact), writes the per-occurrence norms in the same read, and
 applies the optimizer to the row. Return codes: -1 ok, -2 too large for 32-bit packing (the
 caller falls back to torch ops), >= 0 the index of the first out-of-range row.
+
+Hash probe (``fiited_hash_find``): the hashed index's linear-probing lookup for every occurrence
+of a batch in one pass, so the store needs ``unique`` only for rows that have no entry yet.
 
 ``FIITED_CPU_NATIVE=0`` turns it off; ``FIITED_CACHE_DIR`` moves the build cache; ``CXX`` picks
 the compiler.
