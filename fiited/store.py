@@ -257,7 +257,9 @@ class ChunkStore(nn.Module):
             if uniq.numel() > self.max_live - self.live:
                 uniq = uniq[busiest_first(uniq, counts)[: self.max_live - self.live]]
             self._insert(uniq)
-            return torch.where(absent, hash_find(self.keys, rows, _HASH, self.max_probe), found)
+            where = absent.nonzero().squeeze(1)
+            found[where] = hash_find(self.keys, rows[where], _HASH, self.max_probe)
+            return found
         uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
         found = self._find(uniq)
         if insert and self.live < self.max_live:

@@ -307,7 +307,7 @@ def throughput_ratio(data: ReportData) -> Figure | None:
     """Train samples/s of each config over uniform's (full size), measured in one experiment."""
     metric = "perf/train_samples_per_s"
     runs = _runs(data, metric, exclude=("budget",))
-    if runs.empty or uniform_runs(data.runs, own_only=True).empty:
+    if runs.empty or uniform_runs(data.runs).empty:
         return None
     runs["ratio"] = runs[metric] / uniform_mean(data.runs, runs, metric)
     runs = runs[runs["ratio"].notna()]

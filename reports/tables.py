@@ -31,25 +31,18 @@ def reference_keys(table: RunTable) -> list[str]:
     return [c for c in ("dataset",) if c in table.config_columns]
 
 
-BORROWED = "tag.reference_experiment"   # set on uniform runs taken from another experiment
-
-
-def uniform_runs(table: RunTable, own_only: bool = False) -> pd.DataFrame:
-    """Uniform's complete runs at budget 1.0; ``own_only``: not those borrowed (--reference)."""
+def uniform_runs(table: RunTable) -> pd.DataFrame:
     c = table.complete
-    sel = (c["method"] == UNIFORM) & np.isclose(c["budget"].astype(float), 1.0)
-    if own_only and BORROWED in c:
-        sel &= c[BORROWED].isna()
-    return c[sel]
+    return c[(c["method"] == UNIFORM) & np.isclose(c["budget"].astype(float), 1.0)]
 
 
 def uniform_mean(table: RunTable, frame: pd.DataFrame, metric: str) -> pd.Series:
     """For each row of ``frame``: the seed-averaged ``metric`` of uniform at budget 1.0 (or NaN).
 
-    Speed (``perf/*``) is compared only with uniform runs of the same experiment: runs made at
-    another time met another machine load, so a borrowed reference serves quality only.
+    Borrowed reference runs carry no ``perf/*`` (``runs.with_reference`` drops it), so speed is
+    only ever compared with uniform runs of the same experiment.
     """
-    ref = uniform_runs(table, own_only=metric.startswith("perf/"))
+    ref = uniform_runs(table)
     if metric not in ref or ref[metric].isna().all():
         return pd.Series(np.nan, index=frame.index)
     keys = reference_keys(table)
