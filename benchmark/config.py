@@ -11,7 +11,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from benchmark.data.synthetic import SyntheticConfig
+from benchmark.data.synthetic import SyntheticConfig, knob_suffix
 from benchmark.model import ModelConfig
 from fiited.optim import SparseOptimConfig
 
@@ -69,28 +69,8 @@ class Config:
     summary_table: bool = True
 
 
-# Knobs a synthetic dataset's path names itself (or that a scale fixes); the others go in its
-# suffix when they differ from their defaults.
-_PATH_KNOBS = frozenset({"preset", "scale", "rows", "days", "seed"})
-
-
-def synthetic_suffix(node) -> str:
-    """``_drift0.2`` etc. for generator knobs off their defaults, '' when none are.
-
-    A dataset directory holds one set of generator settings (another is refused), so an
-    experiment that changes one (stability's drift) must get its own directory at every scale.
-    """
-    from dataclasses import fields
-
-    defaults = SyntheticConfig()
-    parts = [f"_{f.name.replace('_', '')}{node[f.name]}" for f in fields(SyntheticConfig)
-             if f.name not in _PATH_KNOBS and f.name in node
-             and node[f.name] != getattr(defaults, f.name)]
-    return "".join(parts)
-
-
 def register_configs() -> None:
     if not OmegaConf.has_resolver("fiited.synthetic_suffix"):
-        OmegaConf.register_new_resolver("fiited.synthetic_suffix", synthetic_suffix)
+        OmegaConf.register_new_resolver("fiited.synthetic_suffix", knob_suffix)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)

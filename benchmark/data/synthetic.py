@@ -608,12 +608,27 @@ def _config_diff(m: Manifest, cfg: SyntheticConfig) -> str:
     return "; ".join(diff) or "fingerprint differs"
 
 
+# Knobs a dataset's directory name spells out (or that a scale fixes); the others go in its
+# suffix when they differ from their defaults.
+_NAMED_KNOBS = frozenset({"preset", "scale", "rows", "days", "seed"})
+
+
+def knob_suffix(knobs) -> str:
+    """``_drift0.2`` etc. for the generator knobs in ``knobs`` (a SyntheticConfig or a mapping)
+    that are off their defaults; '' when none are. A dataset directory holds one set of settings
+    (another is refused), so changed knobs must lead to another directory."""
+    values = dict(knobs) if hasattr(knobs, "keys") else vars(knobs)
+    defaults = vars(SyntheticConfig())
+    return "".join(f"_{k.replace('_', '')}{v}" for k, v in values.items()
+                   if k not in _NAMED_KNOBS and k in defaults and v != defaults[k])
+
+
 def default_path(cfg: SyntheticConfig, root: str | os.PathLike = "data") -> Path:
     """The directory name the Hydra configs use for these settings."""
     name = f"synthetic_{cfg.preset}_s{cfg.scale}_n{cfg.rows}_d{cfg.days}_seed{cfg.seed}"
-    return Path(root) / name
+    return Path(root) / (name + knob_suffix(cfg))
 
 
 __all__ = ["SyntheticConfig", "PRESETS", "Preset", "TableLaw", "DayMaps", "PlantedModel",
            "as_config", "build_law", "build_planted", "generate", "ensure_synthetic",
-           "table_rows", "day_starts", "split_ranges", "default_path"]
+           "table_rows", "day_starts", "split_ranges", "default_path", "knob_suffix"]

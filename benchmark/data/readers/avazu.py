@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmark.data.readers import fields
 from benchmark.data.readers.badlines import BadLineLog, InputError
-from benchmark.data.readers.source import Rows, Source, input_paths
+from benchmark.data.readers.source import Rows, Source, single_input
 from benchmark.data.readers.splits import HashSplit, LastDaySplit
 from benchmark.data.readers.text import iter_field_blocks
 
@@ -33,11 +33,7 @@ class Avazu(Source):
     dense_names: list[str] = []
 
     def files(self) -> list[Path]:
-        paths = input_paths(self.cfg)
-        if len(paths) != 1 or not paths[0].is_file():
-            raise InputError(f"avazu takes one input file (train), got "
-                             f"{[str(p) for p in paths]}")
-        return paths
+        return single_input(self.cfg, "avazu takes one input file (train)")
 
     def blocks(self, log: BadLineLog, record: bool) -> Iterator[Rows]:
         path = self.files()[0]

@@ -14,7 +14,8 @@ import numpy as np
 
 from benchmark.data.readers import fields
 from benchmark.data.readers.badlines import BadLineLog, InputError
-from benchmark.data.readers.source import PrepareConfig, Rows, Source, input_paths
+from benchmark.data.readers.source import (PrepareConfig, Rows, Source, input_paths,
+                                           single_input)
 from benchmark.data.readers.splits import DaySplit
 from benchmark.data.readers.text import iter_field_blocks
 
@@ -67,11 +68,7 @@ class CriteoKaggle(_Criteo):
     name = "criteo_kaggle"
 
     def _paths(self) -> list[Path]:
-        paths = input_paths(self.cfg)
-        if len(paths) != 1 or not paths[0].is_file():
-            raise InputError(f"criteo-kaggle takes one input file (train.txt), got "
-                             f"{[str(p) for p in paths]}")
-        return paths
+        return single_input(self.cfg, "criteo-kaggle takes one input file (train.txt)")
 
     def split_plan(self):
         if self.cfg.split not in (None, "days"):

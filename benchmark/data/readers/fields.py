@@ -139,14 +139,20 @@ def unsigned(fb: FieldBlock, cols: list[int], kind: str, empty: int | None = Non
     return _done(fb, v, bad, kind, cols)
 
 
-def signed(fb: FieldBlock, cols: list[int], kind: str, empty: int | None = None) -> np.ndarray:
-    """Optional '-' then at most 18 decimal digits -> int64 [n, k]."""
+def _sign_and_digits(fb: FieldBlock, cols: list[int], max_digits: int):
+    """(ends, lengths, leading '-', digit counts (0 where bad), bad) of each field: bad = more
+    than ``max_digits`` digits, or a lone '-'."""
     s, e = fb.span(cols)
     lens = e - s
     neg = (lens > 0) & (fb.buf[np.minimum(s, len(fb.buf) - 1)] == MINUS)
     digits = lens - neg
-    bad = (digits > 18) | (neg & (digits == 0))
-    digits = np.where(bad, 0, digits)
+    bad = (digits > max_digits) | (neg & (digits == 0))
+    return e, lens, neg, np.where(bad, 0, digits), bad
+
+
+def signed(fb: FieldBlock, cols: list[int], kind: str, empty: int | None = None) -> np.ndarray:
+    """Optional '-' then at most 18 decimal digits -> int64 [n, k]."""
+    e, lens, neg, digits, bad = _sign_and_digits(fb, cols, 18)
     nwords = max(1, -(-int(digits.max(initial=0)) // 8))
     inv, words = _digit_words(fb, e, digits, nwords, DEC2, False)
     bad |= inv
@@ -171,12 +177,7 @@ def token(fb: FieldBlock, cols: list[int], kind: str) -> np.ndarray:
 
     Unlike ``int(x, 16)`` this keeps '0a' and 'a' apart; the empty field is its own value.
     """
-    s, e = fb.span(cols)
-    lens = e - s
-    neg = (lens > 0) & (fb.buf[np.minimum(s, len(fb.buf) - 1)] == MINUS)
-    digits = lens - neg
-    bad = (digits > 14) | (neg & (digits == 0))
-    digits = np.where(bad, 0, digits)
+    e, lens, neg, digits, bad = _sign_and_digits(fb, cols, 14)
     nwords = 1 if int(digits.max(initial=0)) <= 8 else 2
     inv, words = _digit_words(fb, e, digits, nwords, HEX2, True)
     bad |= inv

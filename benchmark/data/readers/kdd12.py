@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.data.readers import fields
 from benchmark.data.readers.badlines import BadLineLog, InputError
-from benchmark.data.readers.source import Rows, Source, input_paths
+from benchmark.data.readers.source import Rows, Source, single_input
 from benchmark.data.readers.splits import HashSplit
 from benchmark.data.readers.text import iter_field_blocks
 
@@ -66,11 +66,7 @@ class KDD12(Source):
         self.lines_read = 0
 
     def files(self) -> list[Path]:
-        paths = input_paths(self.cfg)
-        if len(paths) != 1 or not paths[0].is_file():
-            raise InputError(f"kdd12 takes one input file (training.txt), got "
-                             f"{[str(p) for p in paths]}")
-        return paths
+        return single_input(self.cfg, "kdd12 takes one input file (training.txt)")
 
     def blocks(self, log: BadLineLog, record: bool) -> Iterator[Rows]:
         path = self.files()[0]

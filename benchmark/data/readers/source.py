@@ -114,3 +114,11 @@ def input_paths(cfg: PrepareConfig) -> list[Path]:
         if not p.exists():
             raise InputError(f"{p}: input does not exist")
     return paths
+
+
+def single_input(cfg: PrepareConfig, what: str) -> list[Path]:
+    """The one input file of a format that takes exactly one (``what`` names it in errors)."""
+    paths = input_paths(cfg)
+    if len(paths) != 1 or not paths[0].is_file():
+        raise InputError(f"{what}, got {[str(p) for p in paths]}")
+    return paths

@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import benchmark.data.synthetic as synthetic
+from benchmark.config import register_configs
 from benchmark.data.format import DatasetError, fingerprint, open_dataset
 from benchmark.data.stats import top_coverage
 from benchmark.data.synthetic import (PRESETS, DayMaps, SyntheticConfig, TableLaw, as_config,
@@ -228,6 +229,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 @pytest.mark.parametrize("name", ["synthetic_criteo", "synthetic_avazu"])
 def test_data_yaml_fits_the_schema(name):
+    register_configs()  # the path interpolates the knob-suffix resolver
     node = OmegaConf.merge(OmegaConf.structured({"data": {"name": "", "path": "",
                                                           "synthetic": SyntheticConfig}}),
                            {"data": OmegaConf.load(CONF / f"{name}.yaml")})
