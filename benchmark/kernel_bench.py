@@ -6,8 +6,10 @@ neighbour slows all alike); warm-up calls are excluded and the median is reporte
 Implementations (``--impls``):
   torch       nn.EmbeddingBag(mode="sum", sparse=True), one bag per id; update = forward +
               backward + torch.optim.Adagrad step. torch's Adagrad is ELEMENT-wise (one
-              accumulator per weight, D times the state of row-wise Adagrad).
+              accumulator per weight, D times the state of row-wise Adagrad): another optimizer.
   torch-sgd   the same module, update with torch.optim.SGD on the sparse gradient.
+  torch-rowwise  the same module with row-wise Adagrad written in torch (the like-for-like
+              torch peer: same optimizer math as ours and FBGEMM's).
   reference   fiited.kernels.reference (the spec): gather; gather + backward_update.
   cpu         fiited.kernels.cpu (the product CPU path; native core when it builds).
   cpu-torch   fiited.kernels.cpu with the native core off (its pure-torch fallback).
@@ -27,13 +29,20 @@ Bytes moved (the same formula for every implementation of a case, so GB/s is a t
   weights and its row-wise state read and written), where N = B*F lookups, Np the present chunk
   occurrences, U the unique present chunk rows.
 
-The FIITED-like case: K=4 with 1/16 of the chunks present (rows -1 elsewhere), against uniform
-K=1 at the same B, F, D.
+The synthetic sparse case: K=4 with a random 1/16 of the chunks present (rows -1 elsewhere),
+against uniform K=1 at the same B, F, D. It is a kernel shape, not FIITED: in training hot rows
+keep their chunks, so far more lookups hit the pool, and a step also translates ids, accumulates
+utilities and allocates on first access. The METHOD case (``benchmark.method_step``) times the real
+FIITED and uniform embedding steps on identical batches; quote that one for FIITED.
+
+Every case runs at each ``--threads`` count (default: 1 and all cores), ratios within one count.
+The JSON records the load average before and after and the OpenMP settings; when the load
+before the run exceeds the core count, peer ratios are withheld (other work would skew them:
+FBGEMM's OpenMP barriers stall on a busy machine).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -46,12 +55,17 @@ from typing import Callable
 
 import torch
 
+from benchmark import method_step
+from benchmark.kernel_peers import (ROW_IMPLS, TORCH_PEERS, fbgemm_available, fbgemm_peer,
+                                    torch_peers)
 from fiited.kernels import cpu, cpu_native, reference
 from fiited.optim import SparseOptimConfig
 
-IMPLS = ("torch", "torch-sgd", "reference", "cpu", "cpu-torch", "fbgemm")
-ROW_IMPLS = ("torch", "torch-sgd", "fbgemm")  # row-based peers: K=1 only
+IMPLS = ("torch", "torch-sgd", "torch-rowwise", "reference", "cpu", "cpu-torch", "fbgemm")
 LR = 1e-3
+EPS = 1e-8
+OMP_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND", "OMP_PLACES",
+            "KMP_BLOCKTIME", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
 
 
 @dataclass
@@ -68,6 +82,9 @@ class BenchConfig:
     repeats: int = 5
     fiited_case: bool = True
     present_fraction: float = 1 / 16
+    threads: list[int] = field(default_factory=lambda: sorted({1, os.cpu_count() or 1}))
+    method_case: bool = True
+    method: method_step.MethodCase = field(default_factory=method_step.MethodCase)
     seed: int = 0
 
 
@@ -81,13 +98,6 @@ def zipf_ids(n: int, vocab: int, alpha: float, gen: torch.Generator) -> torch.Te
         rank = ((((vocab + 1.0) ** a - 1.0) * u + 1.0) ** (1.0 / a) - 1.0).floor().long()
     return (rank.clamp_(0, vocab - 1) * 2654435761) % vocab
 
-
-def fbgemm_available() -> bool:
-    try:
-        importlib.import_module("fbgemm_gpu.split_table_batched_embeddings_ops_training")
-    except Exception:  # absent, or built for another torch
-        return False
-    return True
 
 
 def measure(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list]:
@@ -170,74 +180,28 @@ def _without_native(fn: Callable) -> Callable:
     return run
 
 
-def torch_peers(case: Case, gen: torch.Generator) -> dict[str, dict[str, Callable]]:
-    f, v, d = case.cfg.features, case.cfg.rows_per_table, case.dim
-    bag = torch.nn.EmbeddingBag(f * v, d, mode="sum", sparse=True)
-    with torch.no_grad():
-        bag.weight.uniform_(-0.01, 0.01, generator=gen)
-    ids = case.global_ids
-    offsets = torch.arange(case.n)
-    grad = torch.randn(case.n, d, generator=gen) * 0.01
-    adagrad = torch.optim.Adagrad(bag.parameters(), lr=LR)
-    sgd = torch.optim.SGD(bag.parameters(), lr=LR)
 
-    def lookup():
-        with torch.no_grad():
-            return bag(ids, offsets)
-
-    def step(opt):
-        def run():
-            opt.zero_grad(set_to_none=True)
-            bag(ids, offsets).backward(grad)
-            opt.step()
-        return run
-
-    return {"torch": {"lookup": lookup, "update": step(adagrad)},
-            "torch-sgd": {"lookup": lookup, "update": step(sgd)}}
-
-
-def fbgemm_peer(case: Case, gen: torch.Generator) -> dict[str, Callable]:
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import (EmbeddingLocation,
-                                                                      PoolingMode)
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
-        ComputeDevice, SplitTableBatchedEmbeddingBagsCodegen)
-    f, v, d = case.cfg.features, case.cfg.rows_per_table, case.dim
-    tbe = SplitTableBatchedEmbeddingBagsCodegen(
-        embedding_specs=[(v, d, EmbeddingLocation.HOST, ComputeDevice.CPU)] * f,
-        optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=LR, eps=1e-8,
-        pooling_mode=PoolingMode.SUM)
-    indices = case.ids.t().reshape(-1).contiguous()  # table-major, one id per bag
-    offsets = torch.arange(case.n + 1)
-    grad = torch.randn(case.batch, f * d, generator=gen) * 0.01
-
-    def lookup():
-        with torch.no_grad():
-            return tbe(indices, offsets)
-
-    def update():
-        tbe(indices, offsets).backward(grad)
-
-    return {"lookup": lookup, "update": update}
+PEER_KEYS = (("torch", "ratio_vs_torch"), ("torch-sgd", "ratio_vs_torch_sgd"),
+             ("torch-rowwise", "ratio_vs_torch_rowwise"), ("fbgemm", "ratio_vs_fbgemm"))
 
 
 def _record(results, case, impl, op, k, present, times, nbytes):
     med = statistics.median(times)
     results.append({
-        "impl": impl, "op": op, "batch": case.batch, "features": case.cfg.features,
-        "dim": case.dim, "chunks": k, "chunk_width": case.dim // k, "present_fraction": present,
-        "median_s": med, "times_s": times, "lookups_per_s": case.n / med, "bytes": nbytes,
-        "gb_per_s": nbytes / med / 1e9})
+        "impl": impl, "op": op, "threads": torch.get_num_threads(), "batch": case.batch,
+        "features": case.cfg.features, "dim": case.dim, "chunks": k, "chunk_width": case.dim // k,
+        "present_fraction": present, "median_s": med, "times_s": times,
+        "lookups_per_s": case.n / med, "bytes": nbytes, "gb_per_s": nbytes / med / 1e9})
 
 
-def _add_ratios(results: list[dict]) -> None:
-    peers = {(r["impl"], r["op"], r["batch"], r["dim"]): r["lookups_per_s"] for r in results
-             if r["impl"] in ROW_IMPLS}
+def _add_ratios(results: list[dict], withheld: bool) -> None:
+    """Ratios to each K=1 peer at the same threads, B, F, D; none when the machine was loaded."""
+    peers = {(r["impl"], r["op"], r["threads"], r["batch"], r["dim"]): r["lookups_per_s"]
+             for r in results if r["impl"] in ROW_IMPLS}
     for r in results:
-        for peer, key in (("torch", "ratio_vs_torch"), ("torch-sgd", "ratio_vs_torch_sgd"),
-                          ("fbgemm", "ratio_vs_fbgemm")):
-            base = peers.get((peer, r["op"], r["batch"], r["dim"]))
-            r[key] = r["lookups_per_s"] / base if base else None
+        for peer, key in PEER_KEYS:
+            base = peers.get((peer, r["op"], r["threads"], r["batch"], r["dim"]))
+            r[key] = r["lookups_per_s"] / base if base and not withheld else None
 
 
 def run_shape(case: Case, k: int, present: float, impls: list[str], gen: torch.Generator,
@@ -248,97 +212,156 @@ def run_shape(case: Case, k: int, present: float, impls: list[str], gen: torch.G
     fns = ours([i for i in impls if i in ("reference", "cpu", "cpu-torch")], rows, pool_rows,
                dim // k, case.n, k, gen)
     if k == 1 and present == 1.0:
-        if {"torch", "torch-sgd"} & set(impls):
-            peers = torch_peers(case, gen)
-            fns.update({i: peers[i] for i in ("torch", "torch-sgd") if i in impls})
+        if set(TORCH_PEERS) & set(impls):
+            peers = torch_peers(case.global_ids, cfg.features * cfg.rows_per_table, dim, LR,
+                                EPS, gen)
+            fns.update({i: peers[i] for i in TORCH_PEERS if i in impls})
         if "fbgemm" in impls:
-            fns["fbgemm"] = fbgemm_peer(case, gen)
+            fns["fbgemm"] = fbgemm_peer(case.ids, cfg.rows_per_table, dim, LR, EPS, gen)
     for op in cfg.ops:
         times = measure({i: f[op] for i, f in fns.items()}, cfg.warmup, cfg.repeats)
         for impl, ts in times.items():
             _record(results, case, impl, op, k, present, ts, nbytes[op])
-        log(f"  B={case.batch} D={dim} K={k} present={present:.4g} {op}: " + ", ".join(
-            f"{i} {statistics.median(ts) * 1e3:.1f}ms" for i, ts in times.items()))
+        log(f"  threads={torch.get_num_threads()} B={case.batch} D={dim} K={k} "
+            f"present={present:.4g} {op}: " + ", ".join(
+                f"{i} {statistics.median(ts) * 1e3:.1f}ms" for i, ts in times.items()))
+
+
+def run_methods(cfg: BenchConfig, batch: int, dim: int, gen: torch.Generator, log) -> list[dict]:
+    """The real uniform and FIITED embedding steps on one Zipf id stream (see method_step)."""
+    mc = cfg.method
+    n = mc.warmup_steps + cfg.repeats
+    batches = [torch.stack([zipf_ids(batch, cfg.rows_per_table, cfg.zipf, gen)
+                            for _ in range(cfg.features)], 1) for _ in range(n)]
+    rows = method_step.run(mc, batches, dim, cfg.rows_per_table, LR, cfg.seed, cfg.repeats, log)
+    for r in rows:
+        r.update(threads=torch.get_num_threads(), batch=batch, dim=dim, features=cfg.features)
+    return rows
+
+
+def _sparse_case(results: list[dict]) -> list[dict]:
+    index = {(r["impl"], r["op"], r["threads"], r["batch"], r["dim"], r["chunks"],
+              r["present_fraction"]): r for r in results}
+    out = []
+    for r in results:
+        if r["chunks"] == 4 and r["present_fraction"] < 1:
+            base = index.get((r["impl"], r["op"], r["threads"], r["batch"], r["dim"], 1, 1.0))
+            if base:
+                out.append({
+                    "impl": r["impl"], "op": r["op"], "threads": r["threads"],
+                    "batch": r["batch"], "dim": r["dim"], "chunks": 4,
+                    "present_fraction": r["present_fraction"],
+                    "lookups_per_s": r["lookups_per_s"],
+                    "uniform_lookups_per_s": base["lookups_per_s"],
+                    "ratio_vs_uniform": r["lookups_per_s"] / base["lookups_per_s"]})
+    return out
 
 
 def run(cfg: BenchConfig, log=print) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     impls = [i for i in cfg.impls if i != "fbgemm" or fbgemm_available()]
+    load_before = os.getloadavg()
     results: list[dict] = []
-    fiited_like: list[dict] = []
-    for batch in cfg.batches:
-        for dim in cfg.dims:
-            case = Case(cfg, batch, dim, gen)
-            # K=1 always runs: it is the uniform baseline and where the row-based peers run.
-            shapes = [(k, 1.0) for k in sorted({1, *cfg.chunks}) if dim % k == 0]
-            if cfg.fiited_case and dim % 4 == 0:
-                shapes.append((4, cfg.present_fraction))
-            for k, present in shapes:
-                run_shape(case, k, present, impls, gen, results, log)
-    _add_ratios(results)
-    if cfg.fiited_case:
-        index = {(r["impl"], r["op"], r["batch"], r["dim"], r["chunks"], r["present_fraction"]): r
-                 for r in results}
-        for r in results:
-            if r["chunks"] == 4 and r["present_fraction"] < 1:
-                base = index.get((r["impl"], r["op"], r["batch"], r["dim"], 1, 1.0))
-                if base:
-                    fiited_like.append({
-                        "impl": r["impl"], "op": r["op"], "batch": r["batch"], "dim": r["dim"],
-                        "chunks": 4, "present_fraction": r["present_fraction"],
-                        "lookups_per_s": r["lookups_per_s"],
-                        "uniform_lookups_per_s": base["lookups_per_s"],
-                        "ratio_vs_uniform": r["lookups_per_s"] / base["lookups_per_s"]})
-    return {"meta": meta(cfg, impls), "results": results, "fiited_like": fiited_like}
+    methods: list[dict] = []
+    saved_threads = torch.get_num_threads()
+    try:
+        for threads in cfg.threads:
+            torch.set_num_threads(threads)
+            for batch in cfg.batches:
+                for dim in cfg.dims:
+                    case = Case(cfg, batch, dim, gen)
+                    # K=1 always runs: the uniform baseline and where the full-table peers run.
+                    shapes = [(k, 1.0) for k in sorted({1, *cfg.chunks}) if dim % k == 0]
+                    if cfg.fiited_case and dim % 4 == 0:
+                        shapes.append((4, cfg.present_fraction))
+                    for k, present in shapes:
+                        run_shape(case, k, present, impls, gen, results, log)
+                    if cfg.method_case and dim % cfg.method.chunks == 0:
+                        methods += run_methods(cfg, batch, dim, gen, log)
+    finally:
+        torch.set_num_threads(saved_threads)
+    info = meta(cfg, impls, load_before, os.getloadavg())
+    _add_ratios(results, withheld=info["loaded"])
+    if info["loaded"]:
+        for r in methods:
+            r["ratio_vs_uniform"] = None
+    return {"meta": info, "results": results,
+            "fiited_like": _sparse_case(results) if cfg.fiited_case else [],
+            "method_case": methods}
 
 
-def meta(cfg: BenchConfig, impls: list[str]) -> dict:
+def meta(cfg: BenchConfig, impls: list[str], load_before, load_after) -> dict:
     cpu_native.library()
+    cores = os.cpu_count() or 1
     return {
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "threads": list(cfg.threads), "cores": cores,
+        "load_before": list(load_before), "load_after": list(load_after),
+        "loaded": load_before[0] > cores,
+        "omp": {v: os.environ.get(v, "unset") for v in OMP_VARS},
         "machine": platform.machine(), "processor": platform.processor(),
         "python": platform.python_version(), "impls": impls,
         "cpu_native": cpu_native.failure or "built",
         "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
         "fbgemm": fbgemm_available(),
-        "config": {k: v for k, v in vars(cfg).items()},
-        "notes": ["torch uses element-wise Adagrad (D accumulators per row); ours and FBGEMM "
-                  "use row-wise Adagrad (one per row)",
+        "config": {k: (vars(v) if k == "method" else v) for k, v in vars(cfg).items()},
+        "notes": ["torch uses element-wise Adagrad (D accumulators per row), another optimizer; "
+                  "torch-rowwise, ours and FBGEMM use row-wise Adagrad (one per row)",
                   "bytes: lookup = 4*N*K + 4*Np*C + 4*N*D; update = lookup + 4*N*D "
                   "+ U*(8*C + 8); see the module docstring",
-                  "times are medians of interleaved repeats after warm-up"],
+                  "times are medians of interleaved repeats after warm-up",
+                  "fiited_like is a synthetic kernel shape (random 1/16 present); method_case "
+                  "times the real FIITED and uniform embedding steps"],
     }
 
 
 def table(report: dict) -> str:
-    head = (f"{'op':<7} {'impl':<10} {'B':>6} {'D':>4} {'K':>2} {'present':>7} {'ms':>9} "
-            f"{'Mlookup/s':>10} {'GB/s':>7} {'vs torch':>8} {'vs sgd':>7} {'vs fbgemm':>9}")
-    lines = [head, "-" * len(head)]
+    m = report["meta"]
+    lines = []
+    if m["loaded"]:
+        lines += [f"WARNING: load average {m['load_before'][0]:.2f} exceeded the {m['cores']} "
+                  "cores before the run: other work shares the machine, so no ratio is printed "
+                  "(times are shown, but do not quote them)", ""]
+    head = (f"{'op':<7} {'impl':<13} {'thr':>3} {'B':>6} {'D':>4} {'K':>2} {'present':>7} "
+            f"{'ms':>9} {'Mlookup/s':>10} {'GB/s':>7} {'vs rowwise':>10} {'vs fbgemm':>9} "
+            f"{'vs torch':>8}")
+    lines += [head, "-" * len(head)]
     fmt = lambda x: f"{x:.2f}" if x is not None else "-"  # noqa: E731
-    for r in sorted(report["results"], key=lambda r: (r["op"], r["batch"], r["dim"],
-                                                      r["chunks"], -r["present_fraction"])):
+    for r in sorted(report["results"], key=lambda r: (r["op"], r["threads"], r["batch"],
+                                                      r["dim"], r["chunks"],
+                                                      -r["present_fraction"])):
         lines.append(
-            f"{r['op']:<7} {r['impl']:<10} {r['batch']:>6} {r['dim']:>4} {r['chunks']:>2} "
-            f"{r['present_fraction']:>7.4g} {r['median_s'] * 1e3:>9.2f} "
+            f"{r['op']:<7} {r['impl']:<13} {r['threads']:>3} {r['batch']:>6} {r['dim']:>4} "
+            f"{r['chunks']:>2} {r['present_fraction']:>7.4g} {r['median_s'] * 1e3:>9.2f} "
             f"{r['lookups_per_s'] / 1e6:>10.2f} {r['gb_per_s']:>7.2f} "
-            f"{fmt(r['ratio_vs_torch']):>8} {fmt(r['ratio_vs_torch_sgd']):>7} "
-            f"{fmt(r['ratio_vs_fbgemm']):>9}")
+            f"{fmt(r['ratio_vs_torch_rowwise']):>10} {fmt(r['ratio_vs_fbgemm']):>9} "
+            f"{fmt(r['ratio_vs_torch']):>8}")
     if report["fiited_like"]:
-        lines += ["", "FIITED-like: K=4, 1/16 of chunks present, vs uniform K=1 (same B, F, D)"]
+        lines += ["", "Synthetic sparse kernel shape: K=4, a random 1/16 of chunks present, vs "
+                  "uniform K=1 (same B, F, D). Not FIITED: see the method case below."]
         for r in report["fiited_like"]:
-            ours, uniform = r["lookups_per_s"] / 1e6, r["uniform_lookups_per_s"] / 1e6
-            lines.append(f"  {r['op']:<7} {r['impl']:<10} B={r['batch']:<6} D={r['dim']:<4} "
-                         f"{ours:8.2f} vs {uniform:8.2f} Mlookup/s  ratio "
-                         f"{r['ratio_vs_uniform']:.2f}")
-    lines += ["", "vs torch / vs sgd / vs fbgemm: lookups/s over the peer's at the same B, F, D "
-              "(K=1); lookup ops compare with the peer's forward.",
-              "torch = EmbeddingBag(sparse) + torch.optim.Adagrad, which is ELEMENT-wise Adagrad; "
-              "sgd = the same with torch.optim.SGD."]
-    lines.append(report["meta"]["notes"][1])
-    thp = report["meta"].get("thp_mem_alloc_enable", "unset")
-    lines.append(f"threads={report['meta']['threads']} cpu native core: "
-                 f"{report['meta']['cpu_native']}; fbgemm: {report['meta']['fbgemm']}; "
-                 f"THP_MEM_ALLOC_ENABLE={thp}")
+            ratio = "-" if m["loaded"] else f"{r['ratio_vs_uniform']:.2f}"
+            lines.append(f"  {r['op']:<7} {r['impl']:<10} thr={r['threads']} B={r['batch']:<6} "
+                         f"D={r['dim']:<4} {r['lookups_per_s'] / 1e6:8.2f} vs "
+                         f"{r['uniform_lookups_per_s'] / 1e6:8.2f} Mlookup/s  ratio {ratio}")
+    if report.get("method_case"):
+        mc = m["config"]["method"]
+        lines += ["", f"Method case: real embedding steps (forward + fused update + utilities + "
+                  f"on_step), FIITED K={mc['chunks']} index={mc['index']} at total budget "
+                  f"{mc['budget']:.4g}, after {mc['warmup_steps']} warm-up steps with 2 events"]
+        for r in report["method_case"]:
+            lines.append(f"  {r['method']:<9} thr={r['threads']} B={r['batch']:<6} "
+                         f"D={r['dim']:<4} {r['median_s'] * 1e3:8.2f} ms  present share "
+                         f"{r['present_share']:.2f}  vs uniform {fmt(r['ratio_vs_uniform'])}")
+    lines += ["", "vs rowwise / vs fbgemm / vs torch: lookups/s over the K=1 peer's at the same "
+              "threads, B, F, D; lookup ops compare with the peer's forward.",
+              "rowwise = EmbeddingBag(sparse) + row-wise Adagrad in torch (like for like); "
+              "torch = the same with torch.optim.Adagrad, which is ELEMENT-wise Adagrad.",
+              m["notes"][1]]
+    thp = m.get("thp_mem_alloc_enable", "unset")
+    omp = " ".join(f"{k}={v}" for k, v in m["omp"].items() if v != "unset") or "OMP: defaults"
+    lines.append(f"threads={m['threads']} of {m['cores']} cores; load before/after "
+                 f"{m['load_before'][0]:.2f}/{m['load_after'][0]:.2f}; {omp}; native core: "
+                 f"{m['cpu_native']}; fbgemm: {m['fbgemm']}; THP_MEM_ALLOC_ENABLE={thp}")
     if thp != "1":
         lines.append("(without THP_MEM_ALLOC_ENABLE=1, faulting in fresh pages for each large "
                      "output costs every implementation alike and can dominate at B=16384; "
@@ -360,35 +383,43 @@ def parse(argv=None) -> tuple[BenchConfig, argparse.Namespace]:
     ap.add_argument("--warmup", type=int, default=d.warmup)
     ap.add_argument("--repeats", type=int, default=d.repeats)
     ap.add_argument("--no-fiited-case", action="store_true",
-                    help="skip the K=4, 1/16-present case")
-    ap.add_argument("--threads", type=int, help="torch.set_num_threads (and our native core)")
+                    help="skip the synthetic K=4, 1/16-present kernel shape")
+    ap.add_argument("--no-method-case", action="store_true",
+                    help="skip the real uniform-vs-FIITED embedding step")
+    ap.add_argument("--method-budget", type=float, default=d.method.budget,
+                    help="FIITED's total budget in the method case")
+    ap.add_argument("--threads", type=int, nargs="+", default=d.threads,
+                    help="thread counts to run every case at (default: 1 and all cores)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--tiny", action="store_true", help="tiny shapes, for tests")
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
-    for name in ("batch", "dim", "chunks"):
+    for name in ("batch", "dim", "chunks", "threads"):
         bad = [x for x in getattr(args, name) if x < 1]
         if bad:
             ap.error(f"--{name} values must be >= 1, got {bad}")
     if args.features < 1 or args.rows_per_table < 1 or args.repeats < 1 or args.warmup < 0:
         ap.error("--features, --rows-per-table and --repeats must be >= 1, --warmup >= 0")
+    if not 0 < args.method_budget <= 1:
+        ap.error(f"--method-budget must be in (0, 1], got {args.method_budget}")
     cfg = BenchConfig(batches=args.batch, dims=args.dim, chunks=args.chunks,
                       features=args.features, rows_per_table=args.rows_per_table, zipf=args.zipf,
                       ops=args.ops, impls=args.impls, warmup=args.warmup, repeats=args.repeats,
-                      fiited_case=not args.no_fiited_case, seed=args.seed)
+                      fiited_case=not args.no_fiited_case, threads=sorted(set(args.threads)),
+                      method_case=not args.no_method_case,
+                      method=method_step.MethodCase(budget=args.method_budget), seed=args.seed)
     if args.tiny:
         cfg.batches, cfg.dims, cfg.chunks = [32], [8], [1, 2]
         cfg.features, cfg.rows_per_table, cfg.warmup, cfg.repeats = 3, 50, 1, 2
+        cfg.method = method_step.MethodCase(budget=0.5, warmup_steps=35)
     return cfg, args
 
 
 def main(argv=None) -> int:
     cfg, args = parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     print(f"fiited-kernels: B={cfg.batches} F={cfg.features} D={cfg.dims} K={cfg.chunks} "
-          f"rows/table={cfg.rows_per_table} zipf={cfg.zipf} threads={torch.get_num_threads()}",
-          flush=True)
+          f"rows/table={cfg.rows_per_table} zipf={cfg.zipf} threads={cfg.threads} "
+          f"load={os.getloadavg()[0]:.2f} cores={os.cpu_count()}", flush=True)
     report = run(cfg, log=lambda s: print(s, flush=True))
     print(table(report))
     if args.json:
