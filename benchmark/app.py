@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config import register_configs
+from benchmark.errors import EXIT_USER_ERROR, UserError, one_line
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -33,7 +34,10 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
     from benchmark.train import Trainer
     from fiited.registry import make_config
 
-    make_config(OmegaConf.to_container(cfg.method, resolve=True))  # typos fail before any work
+    try:
+        make_config(OmegaConf.to_container(cfg.method, resolve=True))  # typos fail before any work
+    except (ValueError, TypeError) as e:
+        raise UserError(one_line(e).replace("(key ", "(key method.")) from e
     tc = cfg.tracking
     uri = resolve_uri(tc.uri, launch_dir)
     artifact_root = tc.artifact_root
@@ -47,7 +51,12 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
         trainer_cls = Trainer
         if cfg.train.distributed:  # torchrun: tables sharded across ranks, MLPs under DDP
             from benchmark.distributed.trainer import DistributedTrainer as trainer_cls
-        trainer = trainer_cls(cfg, run_dir, launch_dir, tracker=tracker)
+        try:
+            trainer = trainer_cls(cfg, run_dir, launch_dir, tracker=tracker)
+        except (ValueError, TypeError) as e:   # config validation inside fiited/baselines
+            if isinstance(e, UserError):
+                raise
+            raise UserError(one_line(e)) from e
         m = trainer.data.manifest
         tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         tracker.set_tags({
@@ -91,13 +100,20 @@ def _main(cfg: DictConfig) -> float:
         summary = run_job(cfg, run_dir, launch_dir)
     except Exception as e:
         if not multirun:
+            if is_user_error(e) and not _USER_FULL_ERROR:   # before Hydra adds its own lines
+                print(error_line(e), file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
             raise
         # In a sweep one bad job must not hide the others: record it; SweepSummary lists it
-        # and makes the sweep exit non-zero at the end.
+        # (error.txt's first line) and makes the sweep exit non-zero at the end. A user error
+        # is the same one line a single run prints; anything else keeps its traceback.
         import traceback
 
-        (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
-        log.error("%s failed: %s: %s", _default_run_name(cfg), type(e).__name__, e)
+        line = error_line(e)
+        stack = "" if is_user_error(e) and not _USER_FULL_ERROR else \
+            f"\n{traceback.format_exc()}"
+        (run_dir / "error.txt").write_text(f"{line}\n{stack}")
+        log.error("%s failed: %s", _default_run_name(cfg), line)
         return float("nan")
     if "val/ne" in summary and os.environ.get("RANK", "0") == "0":
         log.info("%s: val NE %.4f, test NE %.4f, embedding total %.0f bytes, %.0f train samples/s "
@@ -115,6 +131,25 @@ def _main(cfg: DictConfig) -> float:
     return float(summary["val/ne"])
 
 
+def is_user_error(e: BaseException) -> bool:
+    """Mistakes in the command line, configs or input files (not bugs): one line, exit 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(e, (UserError, HydraException, OmegaConfBaseException))
+
+
+def error_line(e: BaseException) -> str:
+    if is_user_error(e):
+        return f"fiited-bench: error: {one_line(e)}"
+    return f"fiited-bench: error: {type(e).__name__}: {one_line(e)}"
+
+
+# HYDRA_FULL_ERROR=1 as the user set it; main() sets it for Hydra so that errors reach us
+_USER_FULL_ERROR = os.environ.get("FIITED_USER_FULL_ERROR",
+                                  os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "ui":
         from reports.ui import main as ui_main
@@ -122,7 +157,19 @@ def main() -> None:
         sys.argv = [sys.argv[0] + " ui", *sys.argv[2:]]
         ui_main()
         return
-    _main()
+    # Hydra prints its own (multi-line) report of an error unless HYDRA_FULL_ERROR=1; with it
+    # set the exception comes back here, and a user error becomes one line and exit code 2.
+    # Launcher workers inherit the user's choice through FIITED_USER_FULL_ERROR.
+    os.environ["FIITED_USER_FULL_ERROR"] = "1" if _USER_FULL_ERROR else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _main()
+    except Exception as e:
+        if _USER_FULL_ERROR or not is_user_error(e):
+            raise
+        print(error_line(e), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ class DataConfig:
     name: str = MISSING
     path: str = MISSING                      # prepared dataset dir; relative = to the launch dir
     synthetic: Optional[SyntheticConfig] = None   # generate at ``path`` when absent
+    prepare: Optional[str] = None            # real data: the command that makes ``path``; set,
+                                             # the data is never generated (synthetic ignored)
     max_train_rows: Optional[int] = None     # cap rows per split (smoke runs)
     max_eval_rows: Optional[int] = None
 

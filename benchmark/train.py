@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.data.format import PreparedDataset, open_dataset
+from benchmark import checkpoint
+from benchmark.data.format import DatasetError, PreparedDataset, open_dataset
 from benchmark.data.loader import BatchLoader
+from benchmark.errors import UserError
 from benchmark.metrics import eval_metrics, percentile_ms
 from benchmark.model import DLRM, ModelConfig
 from fiited.interface import EmbeddingMethod, TableSpec
@@ -33,9 +35,22 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def load_data(data_cfg: DictConfig, launch_dir: Path) -> PreparedDataset:
+    """The configured dataset. Real data (``data.prepare`` set) is never generated: whatever
+    ``scale=`` or ``data.synthetic`` say, a missing one fails with the command that makes it."""
     path = Path(data_cfg.path)
     if not path.is_absolute():
         path = launch_dir / path
+    if data_cfg.get("prepare"):
+        name = data_cfg.name
+        if not path.exists():
+            raise DatasetError(f"data={name}: {path} does not exist; prepare it once with: "
+                               f"{data_cfg.prepare}")
+        ds = open_dataset(path)
+        if ds.manifest.source.get("generator") == "benchmark.data.synthetic":
+            raise DatasetError(f"data={name}: {path} holds synthetic data "
+                               f"({ds.manifest.name}), not a prepared {name}; prepare it with: "
+                               f"{data_cfg.prepare}")
+        return ds
     if data_cfg.get("synthetic") is not None:
         from benchmark.data.synthetic import SyntheticConfig, ensure_synthetic
 
@@ -53,7 +68,7 @@ def make_dense_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(params, lr=lr)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
-    raise ValueError(f"train.dense_optimizer={name!r} is not one of sgd, adagrad, adam")
+    raise UserError(f"train.dense_optimizer={name!r} is not one of sgd, adagrad, adam")
 
 
 def seed_everything(seed: int) -> None:
@@ -127,7 +142,7 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(int(tc.threads))
         if tc.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"train.device={tc.device!r} but CUDA is not available here")
+            raise UserError(f"train.device={tc.device!r} but CUDA is not available here")
         self.device = torch.device(tc.device)
         seed_everything(int(cfg.seed))
         self.data = load_data(cfg.data, self.launch_dir)
@@ -147,7 +162,7 @@ class Trainer:
         if tc.max_steps:
             self.total_steps = min(self.total_steps, int(tc.max_steps))
         if self.total_steps < 1:
-            raise ValueError(f"no training steps: {len(self.train_loader)} batches per epoch, "
+            raise UserError(f"no training steps: {len(self.train_loader)} batches per epoch, "
                              f"train.epochs={tc.epochs}, train.max_steps={tc.max_steps}")
         self.step = 0
         self.epoch = 0
@@ -204,32 +219,44 @@ class Trainer:
         return metrics
 
     def save_checkpoint(self, path: Path) -> None:
-        state = {
+        """Tensors plus JSON meta, with the resolved config (``benchmark.checkpoint``)."""
+        np_state = np.random.get_state()
+        meta = {
             "step": self.step, "epoch": self.epoch, "peak_total": self.peak_total,
-            "model": self.model.state_dict(), "dense_opt": self.dense_opt.state_dict(),
+            "measured_peak": self.meter.measured(),
             "loader": self.train_loader.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "rng_python": random.getstate(),
             "event_seconds": self.timing.event_seconds, "history": self.history,
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        checkpoint.save(path, {"model": self.model.state_dict(),
+                               "dense_opt": self.dense_opt.state_dict(),
+                               "rng_torch": torch.get_rng_state()},
+                        meta, OmegaConf.to_container(self.cfg, resolve=True),
+                        self.data.manifest.fingerprint)
 
     def load_checkpoint(self, path: Path) -> None:
-        if not path.is_file():
-            raise ValueError(f"train.resume={str(path)!r}: no such checkpoint file")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.dense_opt.load_state_dict(state["dense_opt"])
-        self.train_loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.peak_total = int(state["peak_total"])
-        self.timing.event_seconds = float(state["event_seconds"])
-        self.history = list(state["history"])
+        state, meta = checkpoint.load(path, self.device,
+                                      OmegaConf.to_container(self.cfg, resolve=True),
+                                      self.data.manifest.fingerprint)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.dense_opt.load_state_dict(state["dense_opt"])
+            self.train_loader.load_state_dict(meta["loader"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise checkpoint.CheckpointError(
+                f"train.resume={str(path)!r}: does not fit this model "
+                f"({str(e).strip().splitlines()[0]})") from None
+        torch.set_rng_state(state["rng_torch"])
+        kind, keys, *rest = meta["rng_numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = meta["rng_python"]
+        random.setstate((version, tuple(internal), gauss))
+        self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
+        self.peak_total = int(meta["peak_total"])
+        self.meter.peak = max(self.meter.peak, int(meta.get("measured_peak", 0)))
+        self.timing.event_seconds = float(meta["event_seconds"])
+        self.history = list(meta["history"])
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ---- the loop ------------------------------------------------------------------------
