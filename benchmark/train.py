@@ -223,7 +223,6 @@ class Trainer:
         np_state = np.random.get_state()
         meta = {
             "step": self.step, "epoch": self.epoch, "peak_total": self.peak_total,
-            "measured_peak": self.meter.measured(),
             "loader": self.train_loader.state_dict(),
             "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "rng_python": random.getstate(),
@@ -254,7 +253,6 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.peak_total = int(meta["peak_total"])
-        self.meter.peak = max(self.meter.peak, int(meta.get("measured_peak", 0)))
         self.timing.event_seconds = float(meta["event_seconds"])
         self.history = list(meta["history"])
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
