@@ -25,12 +25,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from benchmark.errors import UserError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = ("dense", "ids", "labels")
+# what a prepared dataset directory may hold: only such a directory is ever replaced
+DATASET_FILES = frozenset({MANIFEST, "dense.npy", "ids.npy", "labels.npy", "weights.npy"})
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A prepared dataset is missing, incomplete or inconsistent."""
 
 
@@ -82,6 +86,10 @@ class Manifest:
             raw = json.loads(Path(path).read_text())
         except json.JSONDecodeError as e:
             raise DatasetError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: not a text file (not UTF-8)") from None
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{path}: not a manifest (a JSON object), got {type(raw).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = set(raw) - known
         if unknown:
@@ -129,13 +137,20 @@ def open_dataset(path: str | os.PathLike) -> PreparedDataset:
         f = p / f"{name}.npy"
         if not f.is_file():
             raise DatasetError(f"{p}: {f.name} is missing")
-        arrays[name] = np.load(f, mmap_mode="r")
+        try:
+            arrays[name] = np.load(f, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as e:
+            raise DatasetError(f"{f}: not a readable .npy array, truncated or corrupt "
+                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                               f"prepare the dataset again") from None
     dense, ids, labels = arrays["dense"], arrays["ids"], arrays["labels"]
     want = {"dense": (m.num_rows, m.num_dense), "ids": (m.num_rows, m.num_features),
             "labels": (m.num_rows,)}
     for name, arr in arrays.items():
         if arr.shape != want[name]:
             raise DatasetError(f"{p}/{name}.npy has shape {arr.shape}, manifest says {want[name]}")
+    if ids.dtype.kind not in "iu":
+        raise DatasetError(f"{p}/ids.npy has dtype {ids.dtype}, want an integer type")
     return PreparedDataset(p, m, dense, ids, labels)
 
 
@@ -151,6 +166,7 @@ class DatasetWriter:
         self.out = Path(out)
         if self.out.exists() and not overwrite:
             raise DatasetError(f"{self.out} already exists (pass overwrite to replace it)")
+        check_replaceable(self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
         self.num_rows = int(num_rows)
@@ -191,6 +207,7 @@ class DatasetWriter:
         tmp_manifest.write_text(manifest.to_json())
         os.replace(tmp_manifest, self.tmp / MANIFEST)
         if self.out.exists():
+            check_replaceable(self.out)        # again: it may have changed while we wrote
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
             os.replace(self.out, old)
             os.replace(self.tmp, self.out)
@@ -211,6 +228,34 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or not self._closed:
             self.abort()
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse to replace ``path`` unless it is absent, an empty directory, or a prepared
+    dataset (a readable manifest and only the files this format writes), so that
+    ``--overwrite`` can never delete a user's own folder."""
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return
+    if p.is_symlink() or not p.is_dir():
+        raise DatasetError(f"{p} is not a directory; refusing to replace it (remove it "
+                           f"yourself or choose another --out)")
+    entries = sorted(e.name for e in p.iterdir())
+    if not entries:
+        return
+    if MANIFEST not in entries:
+        raise DatasetError(f"{p} is not a prepared dataset (no {MANIFEST}); --overwrite "
+                           f"replaces only prepared datasets, refusing to delete it")
+    try:
+        Manifest.from_file(p / MANIFEST)
+    except (DatasetError, OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{p}: its {MANIFEST} is not a valid manifest ({e}); --overwrite "
+                           f"replaces only prepared datasets, refusing to delete it") from None
+    others = [e for e in entries if e not in DATASET_FILES]
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise DatasetError(f"{p} holds files a prepared dataset does not ({shown}); "
+                           f"--overwrite replaces only prepared datasets, refusing to delete it")
 
 
 def fingerprint(parts: Iterable[Any]) -> str:

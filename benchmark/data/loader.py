@@ -28,7 +28,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import torch
 
-from benchmark.data.format import PreparedDataset
+from benchmark.data.format import DatasetError, PreparedDataset
 
 
 class Batch(NamedTuple):
@@ -61,6 +61,7 @@ class BatchLoader:
         self.drop_last, self.block_rows, self.window_blocks = drop_last, block_rows, window_blocks
         self.epoch = 0
         self.position = 0
+        self._cards = np.asarray(dataset.manifest.cardinalities, dtype=np.int64)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -103,10 +104,28 @@ class BatchLoader:
                   self.start + b * self.block_rows + self._block_len(b)) for b in blocks]
         arrays = [np.concatenate([arr[a:e] for a, e in spans])
                   for arr in (ds.dense, ds.ids, ds.labels)]
+        self._check_ids(arrays[1], spans)
         if self.shuffle:
             perm = np.random.default_rng([self.seed, epoch, 1, w]).permutation(len(arrays[2]))
             arrays = [a[perm] for a in arrays]
         return tuple(arrays)
+
+    def _check_ids(self, ids: np.ndarray, spans: list[tuple[int, int]]) -> None:
+        """Ids outside a table's 0..cardinality-1 are a broken dataset: name the file, row and
+        feature (one min/max per window, so this costs a pass over ids already read)."""
+        if not len(ids):
+            return
+        if not ((ids.min(axis=0) >= 0) & (ids.max(axis=0) < self._cards)).all():
+            bad = (ids < 0) | (ids >= self._cards)
+            r, f = (int(x) for x in np.argwhere(bad)[0])
+            starts = np.cumsum([0] + [e - a for a, e in spans])
+            k = int(np.searchsorted(starts, r, side="right")) - 1
+            row = spans[k][0] + r - int(starts[k])
+            name = self.dataset.manifest.feature_names[f]
+            raise DatasetError(
+                f"{self.dataset.path / 'ids.npy'}: row {row}, feature {name!r}: id {int(ids[r, f])} "
+                f"is out of range 0..{int(self._cards[f]) - 1} (the cardinality in "
+                f"{self.dataset.path / 'manifest.json'}); prepare the dataset again")
 
     def __iter__(self) -> Iterator[Batch]:
         if len(self) == 0:

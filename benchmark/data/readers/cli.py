@@ -32,8 +32,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=sorted(DATASETS))
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="input file(s) or directory (terabyte: day_N files or their directory; "
-                        "movielens: the dataset directory or its ratings file)")
+                   help="input file(s) or directory (criteo-kaggle: train.txt or its parts in "
+                        "order; terabyte: day files or a directory of day_N files; movielens: "
+                        "the dataset directory or its ratings file); docs/data.md has the "
+                        "formats")
     p.add_argument("--out", required=True, metavar="DIR", help="prepared dataset directory")
     p.add_argument("--max-ind-range", type=int, default=0, metavar="M",
                    help="hash raw categorical values mod M before counting (DLRM; 0 = off)")
@@ -41,9 +43,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="values seen fewer than T times share id 0 (0 = off)")
     p.add_argument("--on-bad-lines", choices=("error", "skip"), default="error",
                    help="stop at a malformed line (default) or skip and count it")
-    p.add_argument("--split", choices=("days", "last-day", "random", "time"), default=None,
-                   help="criteo: days; avazu: last-day (default) | random; kdd12: random; "
-                        "movielens: random (default) | time")
+    p.add_argument("--split", choices=("days", "last-day", "last-part", "random", "time"),
+                   default=None,
+                   help="criteo: days (default) | random | last-part; avazu: last-day "
+                        "(default) | random; kdd12: random; movielens: random (default) | time")
     p.add_argument("--fractions", type=_fractions, default=None, metavar="TRAIN,VAL,TEST",
                    help="for random/time splits (avazu 0.7,0.1,0.2; others 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=0, help="for random splits")

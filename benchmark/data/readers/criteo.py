@@ -14,9 +14,8 @@ import numpy as np
 
 from benchmark.data.readers import fields
 from benchmark.data.readers.badlines import BadLineLog, InputError
-from benchmark.data.readers.source import (PrepareConfig, Rows, Source, input_paths,
-                                           single_input)
-from benchmark.data.readers.splits import DaySplit
+from benchmark.data.readers.source import PrepareConfig, Rows, Source, input_paths
+from benchmark.data.readers.splits import DaySplit, HashSplit, TailSplit
 from benchmark.data.readers.text import iter_field_blocks
 
 DENSE = [f"I{i}" for i in range(1, 14)]
@@ -62,50 +61,73 @@ class _Criteo(Source):
             done += path.stat().st_size
 
 
+def criteo_split(dataset: str, cfg: PrepareConfig, days: DaySplit):
+    """days (default, DLRM), random (seeded hash of file and line), or last-part (the input's
+    tail, in order: the test then the val fraction; for a single Terabyte day)."""
+    split = cfg.split or "days"
+    if split == "days":
+        return days
+    if split == "random":
+        return HashSplit(cfg.fractions or (0.8, 0.1, 0.1), cfg.seed)
+    if split == "last-part":
+        return TailSplit(cfg.fractions or (0.8, 0.1, 0.1))
+    raise InputError(f"{dataset}: --split {split} is not supported (days, random or last-part)")
+
+
 class CriteoKaggle(_Criteo):
-    """``train.txt``: 7 pseudo-days by row count (DaySplit), day 6 halved into test, val."""
+    """``train.txt`` (or its parts, read in the order given): 7 pseudo-days by row count
+    (DaySplit), day 6 halved into test, val."""
 
     name = "criteo_kaggle"
 
     def _paths(self) -> list[Path]:
-        return single_input(self.cfg, "criteo-kaggle takes one input file (train.txt)")
+        paths = input_paths(self.cfg)
+        for p in paths:
+            if not p.is_file():
+                raise InputError(f"{p}: criteo-kaggle reads files (train.txt or its parts in "
+                                 f"order), not directories")
+        if len(set(map(Path.resolve, paths))) != len(paths):
+            raise InputError(f"criteo-kaggle: an input is given twice: {[str(p) for p in paths]}")
+        return paths
 
     def split_plan(self):
-        if self.cfg.split not in (None, "days"):
-            raise InputError(f"criteo-kaggle: --split {self.cfg.split} is not supported "
-                             f"(only days)")
-        return DaySplit(pseudo_days=7)
+        return criteo_split("criteo-kaggle", self.cfg, DaySplit(pseudo_days=7))
 
 
 class CriteoTerabyte(_Criteo):
-    """``day_N`` files (plain or gzip, any subset): each one day; the last is halved."""
+    """Day files, plain or gzip, any subset: each file is one day. Files given by name are
+    read whatever they are called; a directory contributes its ``day_N[.gz]`` files. Named
+    ``day_N``, days are ordered by N, else in the order given; the last one is halved."""
 
     name = "criteo_terabyte"
 
     def _paths(self) -> list[Path]:
-        found: dict[int, Path] = {}
+        found: list[tuple[int | None, Path]] = []
         for p in input_paths(self.cfg):
-            for f in (sorted(p.iterdir()) if p.is_dir() else [p]):
-                m = DAY_FILE.match(f.name)
-                if m is None:
-                    if p.is_dir():
-                        continue
-                    raise InputError(f"{f}: criteo-terabyte inputs must be named day_N or "
-                                     f"day_N.gz")
-                d = int(m.group(1))
-                if d in found:
-                    raise InputError(f"day {d} given twice: {found[d]} and {f}")
-                found[d] = f
-        if not found:
-            raise InputError(f"no day_N files in {self.cfg.inputs}")
-        return [found[d] for d in sorted(found)]
+            if p.is_dir():
+                days = [f for f in sorted(p.iterdir()) if DAY_FILE.match(f.name)]
+                if not days:
+                    raise InputError(f"{p}: no day_N or day_N.gz files in this directory (name "
+                                     f"the day files on the command line to read them under "
+                                     f"other names)")
+                found += [(int(DAY_FILE.match(f.name).group(1)), f) for f in days]
+            else:
+                m = DAY_FILE.match(p.name)
+                found.append((int(m.group(1)) if m else None, p))
+        numbers = [d for d, _ in found if d is not None]
+        dup = sorted({d for d in numbers if numbers.count(d) > 1})
+        if dup:
+            raise InputError(f"day {dup[0]} given twice: "
+                             f"{[str(f) for d, f in found if d == dup[0]]}")
+        if len(set(f.resolve() for _, f in found)) != len(found):
+            raise InputError(f"criteo-terabyte: an input is given twice: "
+                             f"{[str(f) for _, f in found]}")
+        if len(numbers) == len(found):          # all day_N: day order
+            found.sort(key=lambda x: x[0])
+        return [f for _, f in found]
 
     def split_plan(self):
-        if self.cfg.split not in (None, "days"):
-            raise InputError(f"criteo-terabyte: --split {self.cfg.split} is not supported "
-                             f"(only days)")
-        return DaySplit()
+        return criteo_split("criteo-terabyte", self.cfg, DaySplit())
 
     def describe(self):
         return {"days": [p.name for p in self._paths()]}
-

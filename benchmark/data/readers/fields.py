@@ -124,16 +124,18 @@ def labels01(fb: FieldBlock, col: int, kind: str = "bad label") -> np.ndarray:
 def unsigned(fb: FieldBlock, cols: list[int], kind: str, empty: int | None = None) -> np.ndarray:
     """Decimal digits -> uint64 [n, k], exact up to 2**64-1; ``empty=None`` rejects ''."""
     s, e = fb.span(cols)
-    lens = e - s
-    bad = lens > 20
-    lens = np.where(bad, 0, lens)
+    lens_raw = e - s
+    bad = lens_raw > 20
+    lens = np.where(bad, 0, lens_raw)
     nwords = max(1, -(-int(lens.max(initial=0)) // 8))
     inv, words = _digit_words(fb, e, lens, nwords, DEC2, False)
     bad |= inv
     words = [np.zeros_like(words[0])] * (3 - nwords) + words        # [w2, w1, w0]
     low = words[1] * np.uint64(10**8) + words[2]                     # < 1e16
     # w2 * 1e16 + low overflows uint64 iff w2 > 1844 or (== 1844 and low > 6744073709551615)
-    bad |= (words[0] > 1844) | ((words[0] == 1844) & (low > 6744073709551615))
+    over = (words[0] > 1844) | ((words[0] == 1844) & (low > 6744073709551615))
+    _flag_out_of_range(fb, cols, (over & ~bad) | (lens_raw > 20), "above 2**64-1")
+    bad |= over
     v = words[0] * np.uint64(10**16) + low
     v = _empty(v, lens, bad, empty)
     return _done(fb, v, bad, kind, cols)
@@ -150,9 +152,22 @@ def _sign_and_digits(fb: FieldBlock, cols: list[int], max_digits: int):
     return e, lens, neg, np.where(bad, 0, digits), bad
 
 
+def _flag_out_of_range(fb: FieldBlock, cols: list[int], over: np.ndarray, limit: str) -> None:
+    """Fields of digits too long (or too large) to hold: 'out of range', not 'non-integer'.
+    Only such fields are looked at one by one (they are bad lines, never the bulk)."""
+    if not over.any():
+        return
+    digits = np.zeros(over.shape, dtype=bool)
+    for r, j in zip(*np.nonzero(over)):
+        text = fb.text(int(r), cols[int(j)])
+        digits[r, j] = text.lstrip("-").isdigit() and text.isascii()
+    fb.flag_columns(over & digits, f"integer out of range ({limit})", cols)
+
+
 def signed(fb: FieldBlock, cols: list[int], kind: str, empty: int | None = None) -> np.ndarray:
     """Optional '-' then at most 18 decimal digits -> int64 [n, k]."""
     e, lens, neg, digits, bad = _sign_and_digits(fb, cols, 18)
+    _flag_out_of_range(fb, cols, bad & (lens - neg > 18), "more than 18 digits")
     nwords = max(1, -(-int(digits.max(initial=0)) // 8))
     inv, words = _digit_words(fb, e, digits, nwords, DEC2, False)
     bad |= inv

@@ -21,6 +21,7 @@ Ratings are streamed; side tables (at most tens of thousands of lines) are read 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -32,7 +33,7 @@ from benchmark.data.readers.badlines import BadLineLog, InputError
 from benchmark.data.readers.fields import MISSING_KEY
 from benchmark.data.readers.source import Rows, Source, input_paths
 from benchmark.data.readers.splits import PermutationSplit
-from benchmark.data.readers.text import check_header, iter_field_blocks
+from benchmark.data.readers.text import check_header, iter_field_blocks, read_first_line
 
 RECBOLE_INTER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
 RECBOLE_USER = ["user_id:token", "age:token", "gender:token", "occupation:token",
@@ -65,32 +66,57 @@ class Layout:
         return [p for p in (self.users, self.items) if p is not None and p.is_file()]
 
 
+ML1M_LINE = re.compile(r"^\d+::\d+::\d+(\.\d*)?::\d+$")
+# valid ratings per layout: ML-100K and ML-1M whole stars, ML-20M half stars from 0.5
+RATING_RANGE = {"recbole": (1.0, 5.0), "ml1m": (1.0, 5.0), "ml20m": (0.5, 5.0)}
+
+
+def sniff_layout(path: Path) -> str:
+    """A ratings file's layout from its first line, whatever the file is called."""
+    first = read_first_line(path)
+    if first.split("\t")[:len(RECBOLE_INTER)] == RECBOLE_INTER:
+        return "recbole"
+    if first.split(",") == ML20M_RATINGS:
+        return "ml20m"
+    if ML1M_LINE.match(first):
+        return "ml1m"
+    shown = first if len(first) <= 60 else first[:60] + "..."
+    raise InputError(f"{path}: cannot tell the MovieLens layout from its first line {shown!r}: "
+                     f"want a RecBole header ({chr(9).join(RECBOLE_INTER[:2])}...), ML-20M's "
+                     f"header ({','.join(ML20M_RATINGS)}) or ML-1M lines "
+                     f"(UserID::MovieID::Rating::Timestamp); or pass --layout")
+
+
 def find_layout(paths: list[Path], want: str) -> Layout:
-    """A dataset directory or its ratings file -> Layout (``want`` = auto or a layout name)."""
+    """A dataset directory or its ratings file -> Layout (``want`` = auto or a layout name).
+
+    A ratings file is recognised by its content, whatever its name; its side tables are looked
+    up beside it under the names the release gives them (the format fixes those). In a
+    directory the release's file names are what identify the ratings file."""
     if len(paths) != 1:
         raise InputError(f"movielens takes one input (the dataset directory or its ratings "
                          f"file), got {[str(p) for p in paths]}")
     p = paths[0]
-    d = p if p.is_dir() else p.parent
-    inter = ([p] if p.is_file() and p.suffix == ".inter" else sorted(d.glob("*.inter"))
-             if p.is_dir() else [])
-    cands = {
-        "recbole": inter[0] if len(inter) == 1 else None,
-        "ml1m": (p if p.is_file() and p.name == "ratings.dat" else
-                 d / "ratings.dat" if p.is_dir() and (d / "ratings.dat").is_file() else None),
-        "ml20m": (p if p.is_file() and p.name == "ratings.csv" else
-                  d / "ratings.csv" if p.is_dir() and (d / "ratings.csv").is_file() else None),
-    }
-    found = [k for k, v in cands.items() if v is not None]
-    if want != "auto":
-        if cands.get(want) is None:
-            raise InputError(f"{p}: no {want} ratings file (recbole: *.inter, ml1m: "
-                             f"ratings.dat, ml20m: ratings.csv)")
-        found = [want]
-    if len(found) != 1:
-        raise InputError(f"{p}: cannot tell the MovieLens layout (found ratings files for "
-                         f"{found or 'none'}); pass --layout or the ratings file itself")
-    kind, r = found[0], cands[found[0]]
+    if p.is_file():
+        kind, r = (sniff_layout(p) if want == "auto" else want), p
+    else:
+        inter = sorted(p.glob("*.inter"))
+        cands = {"recbole": inter[0] if len(inter) == 1 else None,
+                 "ml1m": p / "ratings.dat" if (p / "ratings.dat").is_file() else None,
+                 "ml20m": p / "ratings.csv" if (p / "ratings.csv").is_file() else None}
+        found = [k for k, v in cands.items() if v is not None]
+        if want != "auto":
+            if cands.get(want) is None:
+                raise InputError(f"{p}: no {want} ratings file (recbole: *.inter, ml1m: "
+                                 f"ratings.dat, ml20m: ratings.csv); or pass the ratings file "
+                                 f"itself")
+            found = [want]
+        if len(found) != 1:
+            raise InputError(f"{p}: cannot tell the MovieLens layout (found ratings files for "
+                             f"{found or 'none'}; a directory is searched for *.inter, "
+                             f"ratings.dat or ratings.csv); pass --layout or the ratings file "
+                             f"itself")
+        kind, r = found[0], cands[found[0]]
     if kind == "recbole":
         return Layout("recbole", r, r.with_suffix(".user"), r.with_suffix(".item"), b"\t",
                       RECBOLE_INTER, (0, 1, 2, 3), True,
@@ -250,6 +276,8 @@ class MovieLens(Source):
                         "bad separator (want '::')")
             ids = fields.unsigned(fb, [u, i], "non-integer id")
             rating = fields.decimal(fb, [r], "bad rating")[:, 0]
+            lo, hi = RATING_RANGE[lay.name]
+            fb.flag((rating < lo) | (rating > hi), f"rating out of range {lo:g}..{hi:g}", r)
             stamp = fields.decimal(fb, [t], "bad timestamp")[:, 0]
             keep = log.resolve(fb, record)
             lines = fb.lines

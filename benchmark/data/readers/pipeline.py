@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from benchmark.data.format import DatasetWriter, Manifest, PreparedDataset, fingerprint
+from benchmark.data.format import (DatasetWriter, Manifest, PreparedDataset, check_replaceable,
+                                   fingerprint)
 from benchmark.data.readers.badlines import BadLineLog, InputError
 from benchmark.data.readers.source import PrepareConfig, Rows, Source
 from benchmark.data.readers.splits import SplitPlan
@@ -56,6 +57,7 @@ def prepare(source: Source, progress: Progress | None = None) -> PreparedDataset
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise InputError(f"{out} already exists (pass --overwrite to replace it)")
+    check_replaceable(out)                  # before hours of reading, not after
     files = source.files()
     infos = [_file_info(p) for p in files]
     fp = fingerprint([source.name, [{k: i[k] for k in ("name", "size", "head_sha256")}

@@ -94,7 +94,8 @@ class DaySplit(SplitPlan):
         else:
             self.day_sizes = [self.rows_per_file[k] for k in sorted(self.rows_per_file)]
         if len(self.day_sizes) < 2:
-            raise InputError("a day split needs at least two days (train days + a test day)")
+            raise InputError("a day split needs at least two days (train days + a test day); "
+                             "for one day use --split last-part or --split random")
         test, val = halve(self.day_sizes[-1])
         return _ranges([(TRAIN, n - self.day_sizes[-1]), (TEST, test), (VAL, val)])
 
@@ -151,6 +152,37 @@ class LastDaySplit(SplitPlan):
         return {"rule": "last-day", "rows_per_day": {str(k): v for k, v in
                                                      sorted(self.per_day.items())},
                 "last_day": "halved in input order: first half test, second half val"}
+
+
+@dataclass
+class TailSplit(SplitPlan):
+    """The input's last rows, in input order: train = the first rows, then test =
+    round(N*f_test), then val = round(N*f_val) (DLRM's last-day halving, on one file).
+    Output order = input order."""
+
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    rule = "last-part"
+
+    def __post_init__(self) -> None:
+        self.n = 0
+        self.at = 0
+
+    def observe(self, file_index, lines, time):
+        self.n += len(lines)
+
+    def finish(self):
+        n = self.n
+        n_val, n_test = round(n * self.fractions[1]), round(n * self.fractions[2])
+        return _ranges([(TRAIN, n - n_val - n_test), (TEST, n_test), (VAL, n_val)])
+
+    def place(self, file_index, lines, time):
+        dest = self.at + np.arange(len(lines), dtype=np.int64)
+        self.at += len(lines)
+        return dest
+
+    def describe(self):
+        return {"rule": "last-part", "fractions": list(self.fractions),
+                "order": "input order: train first, then test, then val (the last rows)"}
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

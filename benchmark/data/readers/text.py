@@ -157,12 +157,24 @@ class FieldBlock:
     def describe(self, row: int) -> str:
         kind, col = self.reasons[self.problem[row]]
         if kind == COLUMN_COUNT:
-            got = self.text(row).count(chr(self.sep)) + 1
-            return (f"{kind}: {got} fields, expected {len(self.columns)} "
-                    f"({_snippet(self.text(row))})")
+            line = self.text(row)
+            got = line.count(chr(self.sep)) + 1
+            return (f"{kind}: {got} fields, expected {len(self.columns)}{self._sep_hint(line)} "
+                    f"({_snippet(line)})")
         if col is None:
             return f"{kind} ({_snippet(self.text(row))})"
         return f"{kind} in column {self.columns[col]}: {_snippet(self.text(row, col))}"
+
+
+    def _sep_hint(self, line: str) -> str:
+        """Name the separator a line seems to use when it is not this format's."""
+        names = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe", " ": "space",
+                 ":": "colon"}
+        want = names.get(chr(self.sep), repr(chr(self.sep)))
+        for sep, name in names.items():
+            if sep != chr(self.sep) and line.count(sep) + 1 >= len(self.columns) > 1:
+                return f" (the line looks {name}-separated; this format is {want}-separated)"
+        return ""
 
 
 def _snippet(s: str) -> str:

@@ -82,7 +82,9 @@ def test_parsers_edge_cases():
     assert s[0] == -999999999999999999 and s[1] == -1
     assert int(h[2]) == 2**64 - 1 and h[0] == 0
     assert d[0] == 3.25 and d[1] == 0.5
-    assert [fb.reasons[p][0] if p >= 0 else None for p in fb.problem] == [None, "u", "s"]
+    # a number too large for uint64 is out of range (not "u", the non-integer reason)
+    assert [fb.reasons[p][0] if p >= 0 else None for p in fb.problem] == \
+        [None, "integer out of range (above 2**64-1)", "s"]
     fb = block(["1a,1A,01a,,-1,1", "a,0a,,x,-0,-1"], 6, ",")
     t = fields.token(fb, [0, 1, 2, 3, 4, 5], "t")
     assert t[0, 0] == t[0, 1] != t[0, 2]                 # case-insensitive, '01a' != '1a'

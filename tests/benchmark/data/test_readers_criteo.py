@@ -127,7 +127,7 @@ def test_terabyte_reads_plain_and_gzip_days_and_halves_the_last(tmp_path):
     assert ds.manifest.source["days"] == ["day_0", "day_1.gz", "day_23"]
 
 
-def test_terabyte_rejects_misnamed_and_duplicate_days(tmp_path):
+def test_terabyte_reads_days_by_content_and_rejects_duplicates(tmp_path):
     a = tmp_path / "day_3"
     a.write_text(criteo_line(1, [1] * 13, ["aa"] * 26) + "\n")
     b = tmp_path / "x"
@@ -135,9 +135,34 @@ def test_terabyte_rejects_misnamed_and_duplicate_days(tmp_path):
     (b / "day_3.gz").write_bytes(gzip.compress(a.read_bytes()))
     with pytest.raises(InputError, match="day 3 given twice"):
         prep("criteo-terabyte", [a, b], tmp_path / "o")
-    (tmp_path / "day3.txt").write_bytes(a.read_bytes())
-    with pytest.raises(InputError, match="day3.txt: criteo-terabyte inputs must be named day_N"):
-        prep("criteo-terabyte", [b / "day_3.gz", tmp_path / "day3.txt"], tmp_path / "o")
+    # files given by name are days whatever they are called, in the order given
+    first, second = random_lines(6, 7), random_lines(4, 8)
+    (tmp_path / "monday.txt").write_text("\n".join(first) + "\n")
+    (tmp_path / "tuesday.tsv").write_bytes(gzip.compress(("\n".join(second) + "\n").encode()))
+    ds = prep("criteo-terabyte", [tmp_path / "monday.txt", tmp_path / "tuesday.tsv"],
+              tmp_path / "o")
+    np.testing.assert_array_equal(ds.ids, reference(first + second)[2])
+    assert ds.manifest.splits == {"train": [0, 6], "test": [6, 8], "val": [8, 10]}
+    (tmp_path / "no_days").mkdir()
+    (tmp_path / "no_days" / "monday.txt").write_text("\n".join(first) + "\n")
+    with pytest.raises(InputError, match="no day_N or day_N.gz files in this directory"):
+        prep("criteo-terabyte", [tmp_path / "no_days"], tmp_path / "o2")
+
+
+def test_one_terabyte_day_with_a_last_part_or_random_split(tmp_path):
+    lines = random_lines(40, 9)
+    day = tmp_path / "day_0"
+    day.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="--split last-part or --split random"):
+        prep("criteo-terabyte", [day], tmp_path / "o")
+    ds = prep("criteo-terabyte", [day], tmp_path / "tail", split="last-part")
+    # input order kept: the first 32 rows train, then 4 test, then 4 val
+    assert ds.manifest.splits == {"train": [0, 32], "test": [32, 36], "val": [36, 40]}
+    np.testing.assert_array_equal(ds.labels, reference(lines)[0])
+    ds = prep("criteo-terabyte", [day], tmp_path / "rand", split="random", seed=3)
+    sp = ds.manifest.splits
+    assert sp["train"][0] == 0 and sp["test"][1] == 40 and sp["train"][1] > 20
+    assert ds.manifest.source["split"]["rule"] == "random-hash"
 
 
 BAD = [
@@ -188,12 +213,45 @@ def test_skip_mode_counts_each_reason(tmp_path):
     assert ds.manifest.num_rows == 26
 
 
-def test_kaggle_takes_exactly_one_file(tmp_path, kaggle_file):
-    path, _ = kaggle_file
-    with pytest.raises(InputError, match="one input file"):
+def test_kaggle_reads_several_parts_in_order_and_a_random_split(tmp_path, kaggle_file):
+    path, lines = kaggle_file
+    a, b = tmp_path / "part_a", tmp_path / "part_b"
+    a.write_text("\n".join(lines[:9]) + "\n")
+    b.write_text("\n".join(lines[9:]) + "\n")
+    whole = prep("criteo-kaggle", [path], tmp_path / "whole")
+    parts = prep("criteo-kaggle", [a, b], tmp_path / "parts")
+    np.testing.assert_array_equal(parts.ids, whole.ids)
+    assert parts.manifest.splits == whole.manifest.splits
+    with pytest.raises(InputError, match="given twice"):
         prep("criteo-kaggle", [path, path], tmp_path / "o")
     with pytest.raises(InputError, match="does not exist"):
         prep("criteo-kaggle", [tmp_path / "missing.txt"], tmp_path / "o")
+    ds = prep("criteo-kaggle", [path], tmp_path / "rand", split="random", seed=1)
+    assert ds.manifest.source["split"]["rule"] == "random-hash"
+    assert sum(e - s for s, e in ds.manifest.splits.values()) == 16
     with pytest.raises(InputError, match="not supported"):
-        prep("criteo-kaggle", [path], tmp_path / "o", split="random")
+        prep("criteo-kaggle", [path], tmp_path / "o", split="time")
     assert not (tmp_path / "o").exists()
+
+
+def test_comma_separated_export_gets_a_hint(tmp_path):
+    lines = [line.replace("\t", ",") for line in random_lines(5, 10)]
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadLineError, match=r"train.csv:1: wrong column count: 1 fields, expected "
+                                           r"40 \(the line looks comma-separated; this format "
+                                           r"is tab-separated\)"):
+        prep("criteo-kaggle", [path], tmp_path / "o")
+
+
+def test_huge_integer_is_out_of_range_not_non_integer(tmp_path):
+    lines = random_lines(10, 11)
+    f = lines[4].split("\t")
+    f[2] = "1" * 25
+    lines[4] = "\t".join(f)
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadLineError) as e:
+        prep("criteo-kaggle", [path], tmp_path / "o")
+    assert str(e.value).startswith(f"{path}:5: integer out of range (more than 18 digits) in "
+                                   f"column I2")

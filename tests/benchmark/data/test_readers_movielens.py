@@ -189,3 +189,36 @@ def test_layout_and_option_errors(tmp_path):
     with pytest.raises(InputError, match="--split days is not supported"):
         prep(tmp_path / "toy", tmp_path / "out", split="days")
     assert not (tmp_path / "out").exists()
+
+
+def test_rating_outside_the_scale_is_a_bad_line_not_a_positive(tmp_path):
+    inter = INTER[:2] + [(7, 52, 9, 10)] + INTER[2:]          # line 4: a rating of 9
+    write_recbole(tmp_path / "toy", inter, USERS, ITEMS)
+    with pytest.raises(BadLineError) as e:
+        prep(tmp_path / "toy", tmp_path / "out")
+    assert e.value.line == 4 and e.value.reason.startswith("rating out of range 1..5")
+    ds = prep(tmp_path / "toy", tmp_path / "out", on_bad_lines="skip")
+    assert ds.manifest.num_rows == len(INTER)
+    assert ds.manifest.stats["bad_lines"]["by_reason"] == {"rating out of range 1..5": 1}
+    d = tmp_path / "ml-20m"                                  # half stars from 0.5 there
+    d.mkdir()
+    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,0.5,10\n1,3,5.5,11\n")
+    with pytest.raises(BadLineError, match=r"ratings.csv:3: rating out of range 0.5..5"):
+        prep(d, tmp_path / "out2")
+
+
+def test_ratings_file_is_recognised_by_content_not_name(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "my_ratings.txt").write_text("1::1193::5::978300760\n2::661::3::978302109\n"
+                                      "2::1193::4::978298413\n3::661::1::978297000\n")
+    ds = prep(d / "my_ratings.txt", tmp_path / "out", split="time")
+    assert ds.manifest.source["layout"] == "ml1m"
+    assert ds.labels.tolist() == [0, 1, 1, 0]
+    (d / "export.csv").write_text("userId,movieId,rating,timestamp\n1,2,4.5,10\n1,3,2,11\n"
+                                  "2,3,3.5,12\n")
+    assert prep(d / "export.csv", tmp_path / "out2").manifest.source["layout"] == "ml20m"
+    (d / "odd.txt").write_text("u i r t\n1 2 3 4\n")
+    with pytest.raises(InputError, match=r"odd.txt: cannot tell the MovieLens layout from its "
+                                         r"first line 'u i r t'"):
+        prep(d / "odd.txt", tmp_path / "out3")
