@@ -74,8 +74,7 @@ class Hashing(EmbeddingMethod):
         total = int(m.sum())
         gen = torch.Generator().manual_seed(self.seed)
         # Init bound from the virtual vocabulary, as uniform's: same scale at every budget.
-        per_row = torch.repeat_interleave(self.num_rows, m)
-        self.register_buffer("pool", dlrm_init(total, self.dim, per_row, gen))
+        self.register_buffer("pool", dlrm_init(total, self.dim, (m, self.num_rows), gen))
         self.register_buffer(
             "opt_state", torch.full((total * optim.state_floats_per_row,),
                                     float(optim.initial_accumulator)))

@@ -109,7 +109,7 @@ class MixedDim(EmbeddingMethod):
             self.register_buffer(f"cols_{d}", torch.tensor(cols, dtype=torch.int64))
             self.register_buffer(f"offsets_{d}", torch.cumsum(n, 0) - n)
             self.register_buffer(f"pool_{d}",
-                                 dlrm_init(int(n.sum()), d, torch.repeat_interleave(n, n), gen))
+                                 dlrm_init(int(n.sum()), d, (n, n), gen))
             self.register_buffer(f"state_{d}", torch.full(
                 (int(n.sum()) * optim.state_floats_per_row,), float(optim.initial_accumulator)))
             if d < dim:

@@ -164,28 +164,30 @@ class PostPrune(EmbeddingMethod):
             index=tensor_bytes(self.chunk_index), utility=tensor_bytes(self.utility),
             uniform_weights=uw, uniform_total=ut, per_table=self._per_table_bytes())
 
-    def _kept_per_row(self) -> torch.Tensor:
+    def _table_spans(self) -> list[tuple[int, int]]:
+        ends = torch.cumsum(self.num_rows, 0).tolist()
+        return list(zip([0] + ends[:-1], ends))
+
+    def _kept_chunks_per_table(self) -> list[int]:
+        """Kept chunks per table, one table's index at a time (no per-row array at full size)."""
         if not self.pruned:
-            return torch.full((int(self.num_rows.sum()),), self.k, dtype=torch.int64)
-        return (self.chunk_index >= 0).sum(dim=1).cpu()
+            return [t.num_rows * self.k for t in self.tables]
+        return [int((self.chunk_index[lo:hi] >= 0).sum()) for lo, hi in self._table_spans()]
 
     def _per_table_bytes(self) -> dict[str, int]:
-        kept = self._kept_per_row()
-        table = torch.repeat_interleave(torch.arange(self.num_features), self.num_rows.cpu())
-        chunks = torch.zeros(self.num_features, dtype=torch.int64).index_add_(0, table, kept)
         per_chunk = (self.chunk + self.optim.state_floats_per_row) * 4
         index = self.k * 4 if self.pruned else 0
         util = self.k * 4 if self.utility.numel() else 0
         return {t.name: int(c) * per_chunk + t.num_rows * (index + util)
-                for t, c in zip(self.tables, chunks)}
+                for t, c in zip(self.tables, self._kept_chunks_per_table())}
 
     def dims(self):
-        kept = self._kept_per_row() * self.chunk
-        out, start = {}, 0
-        for t in self.tables:
-            part = kept[start:start + t.num_rows]
-            out[t.name] = torch.bincount(part, minlength=self.dim + 1)
-            start += t.num_rows
+        if not self.pruned:
+            return self.constant_width_dims(self.dim)
+        out = {}
+        for t, (lo, hi) in zip(self.tables, self._table_spans()):
+            kept = (self.chunk_index[lo:hi] >= 0).sum(dim=1).cpu() * self.chunk
+            out[t.name] = torch.bincount(kept, minlength=self.dim + 1)
         return out
 
     # ---- resume across the pruning event -------------------------------------------------

@@ -109,8 +109,7 @@ class QR(EmbeddingMethod):
         self.register_buffer("quo_offsets", torch.cumsum(q, 0) - q)
         gen = torch.Generator().manual_seed(self.seed)
         self.register_buffer(
-            "rem_pool", dlrm_init(int(m.sum()), self.dim, torch.repeat_interleave(self.num_rows, m),
-                                  gen))
+            "rem_pool", dlrm_init(int(m.sum()), self.dim, (m, self.num_rows), gen))
         fill = 1.0 if config.combine == "mult" else 0.0
         self.register_buffer("quo_pool", torch.full((int(q.sum()), self.dim), fill))
         s = optim.state_floats_per_row

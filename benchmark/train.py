@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from benchmark.data.loader import BatchLoader
 from benchmark.errors import UserError
 from benchmark.metrics import eval_metrics, percentile_ms
 from benchmark.model import DLRM, ModelConfig
+from benchmark.peak import PeakMeter, peak_rss_bytes  # noqa: F401 (re-exported)
 from fiited.interface import EmbeddingMethod, TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
@@ -75,11 +75,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 @torch.no_grad()
@@ -150,6 +145,7 @@ class Trainer:
         self.tables = [TableSpec(n, int(c)) for n, c in zip(m.feature_names, m.cardinalities)]
         self.sparse_opt = SparseOptimConfig(**OmegaConf.to_container(tc.sparse_optimizer))
         self.model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+        self.meter = PeakMeter(self.device)  # baseline: interpreter, torch, data
         self.emb: EmbeddingMethod = self.build_embeddings()
         self.emb.validate_ids = bool(tc.validate_ids)
         self.model = self.build_model()
@@ -210,8 +206,9 @@ class Trainer:
         self._log({"mem/total_bytes": float(total)}, self.step)
 
     def _validate(self) -> dict[str, float]:
-        metrics, rows, secs = evaluate(self.model, self.val_loader, self.device, "val",
-                                       self.base_rate)
+        with self.meter.excluded():
+            metrics, rows, secs = evaluate(self.model, self.val_loader, self.device, "val",
+                                           self.base_rate)
         self.timing.eval_rows += rows
         self.timing.eval_seconds += secs
         self._log(metrics, self.step)
@@ -223,6 +220,7 @@ class Trainer:
         np_state = np.random.get_state()
         meta = {
             "step": self.step, "epoch": self.epoch, "peak_total": self.peak_total,
+            "measured_peak": self.meter.measured(),
             "loader": self.train_loader.state_dict(),
             "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "rng_python": random.getstate(),
@@ -253,6 +251,7 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.peak_total = int(meta["peak_total"])
+        self.meter.peak = max(self.meter.peak, int(meta.get("measured_peak", 0)))
         self.timing.event_seconds = float(meta["event_seconds"])
         self.history = list(meta["history"])
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
@@ -284,6 +283,7 @@ class Trainer:
                     self.timing.event_seconds += float(events.get("prune/event_seconds", 0.0))
                     self._log(events, self.step)
                 self.timing.add_step(self.step, end - t0, end - last, len(batch.labels))
+                self.meter.sample()  # this step's window: batch, step, events (untimed)
                 loss_sum += loss.detach()
                 loss_n += 1
                 if self.step % int(tc.log_every) == 0:
@@ -320,14 +320,17 @@ class Trainer:
         summary: dict[str, Any] = {}
         finetune = int(getattr(self.emb, "finetune_steps", 0) or 0)
         if finetune > 0:  # e.g. post_prune: evaluate the pruned model, then fine-tune, mask fixed
-            pruned, _, _ = evaluate(self.model, self.val_loader, self.device, "val", self.base_rate)
+            with self.meter.excluded():
+                pruned, _, _ = evaluate(self.model, self.val_loader, self.device, "val",
+                                        self.base_rate)
             summary.update({f"pruned/{k}": v for k, v in pruned.items()})
             summary["perf/finetune_seconds"] = self._finetune(finetune)
             summary["train/finetune_steps"] = float(finetune)
         report = self.emb.memory()
         summary.update(self._validate())
-        test, rows, secs = evaluate(self.model, self.test_loader, self.device, "test",
-                                    self.base_rate)
+        with self.meter.excluded():
+            test, rows, secs = evaluate(self.model, self.test_loader, self.device, "test",
+                                        self.base_rate)
         self.timing.eval_rows += rows
         self.timing.eval_seconds += secs
         summary.update(test)
@@ -336,7 +339,8 @@ class Trainer:
             summary["bayes_ne"] = float(stats["bayes_ne"])
             summary["test/ne_gap_to_bayes"] = summary["test/ne"] - summary["bayes_ne"]
         summary.update(report.metrics())
-        summary["mem/train_peak_bytes"] = float(self.peak_total)
+        summary["mem/train_peak_bytes"] = float(self.meter.measured())
+        summary["mem/ledger_peak_bytes"] = float(self.peak_total)
         summary["mem/peak_rss_bytes"] = float(peak_rss_bytes())
         summary.update(self.timing.metrics())
         summary.update({k: float(v) for k, v in end_metrics.items()})

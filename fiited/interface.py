@@ -100,8 +100,7 @@ class EmbeddingMethod(nn.Module):
         row for row-wise Adagrad): the full table that uniform-like methods hold."""
         total = int(self.num_rows.sum())
         gen = torch.Generator().manual_seed(self.seed)
-        per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
-        self.register_buffer("pool", dlrm_init(total, width, per_row, gen))
+        self.register_buffer("pool", dlrm_init(total, width, (self.num_rows, self.num_rows), gen))
         self.register_buffer(
             "opt_state", torch.full((total * self.optim.state_floats_per_row,),
                                     float(self.optim.initial_accumulator)))
@@ -148,15 +147,41 @@ class EmbeddingMethod(nn.Module):
         return torch.repeat_interleave(torch.arange(self.num_features), self.num_rows.cpu())
 
 
-def dlrm_init(rows: int, width: int, table_rows: torch.Tensor | int,
+INIT_BLOCK_ROWS = 1 << 16
+
+
+def dlrm_init(rows: int, width: int,
+              table_rows: torch.Tensor | int | tuple[torch.Tensor, torch.Tensor],
               generator: torch.Generator | None = None) -> torch.Tensor:
     """DLRM's init, U(-1/sqrt(n_f), 1/sqrt(n_f)) with n_f the table's vocabulary size.
 
-    ``table_rows`` may be a tensor [rows] (one bound per row, for pools shared by tables).
+    ``table_rows``: an int (one bound for every row), a tensor [rows] (one per row), or a pair
+    (lengths, vocab): run i is lengths[i] consecutive rows of a table of vocab[i] ids, for pools
+    shared by tables without a per-row array. Drawn in blocks of ``INIT_BLOCK_ROWS`` rows into the
+    output, so construction peaks at the table plus one block, not at three tables; the values are
+    those of one draw of the whole table (the CPU generator is consumed in order).
     """
-    out = torch.rand(rows, width, generator=generator, dtype=torch.float32) * 2 - 1
-    if isinstance(table_rows, torch.Tensor):
-        bound = table_rows.double().clamp_min(1).rsqrt().float().unsqueeze(1)
+    out = torch.empty(rows, width, dtype=torch.float32)
+    if isinstance(table_rows, tuple):
+        lengths, vocab = (torch.as_tensor(x, dtype=torch.int64) for x in table_rows)
+        if int(lengths.sum()) != rows:
+            raise ValueError(f"dlrm_init: run lengths sum to {int(lengths.sum())}, not {rows} rows")
+        ends = torch.cumsum(lengths, 0)
+        run_bound = vocab.double().clamp_min(1).rsqrt().float()
+    elif isinstance(table_rows, torch.Tensor):
+        row_bound = table_rows  # converted per block
     else:
-        bound = 1.0 / math.sqrt(max(int(table_rows), 1))
-    return out * bound
+        scalar = 1.0 / math.sqrt(max(int(table_rows), 1))
+    for lo in range(0, rows, INIT_BLOCK_ROWS):
+        hi = min(rows, lo + INIT_BLOCK_ROWS)
+        block = out[lo:hi]
+        torch.rand(hi - lo, width, generator=generator, dtype=torch.float32, out=block)
+        block.mul_(2).sub_(1)
+        if isinstance(table_rows, tuple):
+            run = torch.searchsorted(ends, torch.arange(lo, hi), right=True)
+            block.mul_(run_bound[run].unsqueeze(1))
+        elif isinstance(table_rows, torch.Tensor):
+            block.mul_(row_bound[lo:hi].double().clamp_min(1).rsqrt().float().unsqueeze(1))
+        else:
+            block.mul_(scalar)
+    return out

@@ -196,6 +196,8 @@ class DistributedTrainer(Trainer):
         extra = self._rank_metrics()
         extra.update({f"mem/rank{r}/peak_rss_bytes": float(b) for r, b in enumerate(rss)})
         extra["mem/peak_rss_bytes"] = float(sum(rss))
+        # measured peaks (benchmark.peak) of every rank's process, summed like the ledger
+        extra["mem/train_peak_bytes"] = float(sum(self.ctx.gather_objects(self.meter.measured())))
         extra["dist/world_size"] = float(self.ctx.world_size)
         extra["dist/plan_imbalance"] = float(self.plan.imbalance)
         summary.update(extra)

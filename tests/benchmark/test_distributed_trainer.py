@@ -121,7 +121,8 @@ def test_two_ranks_match_one_process(runs, method):
     for x, y in zip(ha, hb):
         assert y["val/logloss"] == pytest.approx(x["val/logloss"], rel=1e-5)
     # the same ledger in total, and kept widths per table (FIITED: the same pruning decisions)
-    for k in ("mem/weights_bytes", "mem/optimizer_bytes", "mem/total_bytes", "mem/train_peak_bytes"):
+    for k in ("mem/weights_bytes", "mem/optimizer_bytes", "mem/total_bytes",
+              "mem/ledger_peak_bytes"):
         assert b[k] == a[k], k
     assert _json(dist, "dims.json") == _json(single, "dims.json")
     assert b["train/steps"] == a["train/steps"] == 24

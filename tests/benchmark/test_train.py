@@ -25,7 +25,7 @@ def test_stop_and_resume_gives_the_same_numbers(compose_cfg, tmp_path, method):
     ckpt = tmp_path / "part" / CHECKPOINT
     resumed = _fit(compose_cfg(*common, f"train.resume={ckpt}"), tmp_path / "resumed", tmp_path)
     for key in ("val/ne", "val/auc", "test/ne", "test/logloss", "mem/total_bytes",
-                "mem/train_peak_bytes", "train/steps"):
+                "mem/ledger_peak_bytes", "train/steps"):
         assert resumed[key] == full[key], key
     hist_full = json.loads((tmp_path / "full" / "history.json").read_text())
     hist_res = json.loads((tmp_path / "resumed" / "history.json").read_text())
