@@ -57,7 +57,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 
 def test_bytes_do_not_depend_on_chunking(criteo, tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "CHUNK_BLOCKS", 1)
+    monkeypatch.setattr(synthetic.generation, "CHUNK_BLOCKS", 1)
     again = generate(CRITEO, tmp_path / "one_block_chunks")
     assert _bytes(again.path) == _bytes(criteo.path)
 
