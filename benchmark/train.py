@@ -169,8 +169,17 @@ class Trainer:
     # ---- construction (a distributed trainer overrides these) ----------------------------
     def build_embeddings(self) -> EmbeddingMethod:
         method_cfg = OmegaConf.to_container(self.cfg.method, resolve=True)
-        return build_method(method_cfg, self.tables, self.model_cfg.dim, self.sparse_opt,
-                            seed=int(self.cfg.seed))
+        emb = build_method(method_cfg, self.tables, self.model_cfg.dim, self.sparse_opt,
+                           seed=int(self.cfg.seed))
+        if getattr(emb, "needs_train_ids", False):   # e.g. freq_filter's counting pass
+            emb.prepare(self.train_ids())
+        return emb
+
+    def train_ids(self):
+        """The ids [rows, F] the train loader reads (the split, cut to data.max_train_rows)."""
+        lo, hi = self.data.manifest.splits["train"]
+        cap = self.cfg.data.max_train_rows
+        return self.data.ids[lo:hi if cap is None else min(hi, lo + int(cap))]
 
     def build_model(self) -> torch.nn.Module:
         return DLRM(self.model_cfg, self.data.manifest.num_dense, self.emb).to(self.device)

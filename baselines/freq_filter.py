@@ -1,0 +1,227 @@
+"""Frequency filtering, the standard practice (DLRM's and BARS' minimum count): ids seen fewer
+than T times in the training split share one out-of-vocabulary (OOV) row per table.
+
+It is the simplest frequency rule, so it tells whether FIITED beats "keep the frequent ids".
+Sizing: one threshold T for all tables, the smallest T >= 1 whose cost fits the budget, where
+the cost is K(T) kept rows plus one OOV row per table that drops any id (``budget_scope:
+weights``: their weight bytes <= budget x uniform's; ``total``: weights + optimizer state +
+the kept-id index <= budget x uniform's total). ``threshold`` fixes T instead (it must fit).
+
+The counting pass (``prepare``) reads the training split once before training: the harness
+calls it, times it, and the counts stay in the ledger (``utility``) until the first step, so
+the ledger's peak includes them. Kept rows start from uniform's init values of the same ids,
+so at T=1 with every id seen the method trains exactly like uniform.
+Lookup: a sorted array of kept global ids (the index) and ``searchsorted``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from baselines.budget import budget_rows
+from fiited.errors import BudgetInfeasible
+from fiited.interface import INIT_BLOCK_ROWS, EmbeddingMethod, MethodConfig
+from fiited.kernels import lookup
+from fiited.memory import MemoryReport, tensor_bytes
+from fiited.registry import register_method
+
+COUNT_CHUNK_ROWS = 1 << 20     # rows of the training split counted at once
+SCOPES = ("weights", "total")
+
+
+@dataclass
+class FreqFilterConfig(MethodConfig):
+    name: str = "freq_filter"
+    budget_scope: str = "weights"     # weights | total: what the budget bounds
+    threshold: Optional[int] = None   # min count T; null = the smallest T that fits the budget
+
+
+@register_method("freq_filter")
+class FreqFilter(EmbeddingMethod):
+    config_class = FreqFilterConfig
+    needs_train_ids = True            # the harness calls prepare(train ids) before training
+
+    def __init__(self, tables, dim, optim, config, seed=0):
+        super().__init__(tables, dim, optim, config, seed)
+        if config.budget_scope not in SCOPES:
+            raise ValueError(f"method.budget_scope={config.budget_scope!r}: choose one of "
+                             f"{', '.join(SCOPES)}")
+        if config.threshold is not None and int(config.threshold) < 1:
+            raise ValueError(f"method.threshold must be >= 1 or null, got {config.threshold}")
+        self.threshold: int | None = None
+        self.counts: torch.Tensor | None = None
+        self.prep_metrics: dict[str, float] = {}
+        total = int(self.num_rows.sum())
+        self.key_dtype = torch.int32 if total < 2**31 else torch.int64
+
+    # ---- the counting pass and the plan --------------------------------------------------
+    def prepare(self, train_ids) -> None:
+        """Count every id of the training split ([rows, F], e.g. a memory-mapped array), choose
+        T and allocate the kept rows, the OOV rows and the index."""
+        t0 = time.perf_counter()
+        counts = count_ids(train_ids, self.table_offsets.numpy(), int(self.num_rows.sum()))
+        seconds = time.perf_counter() - t0
+        self.counts = torch.from_numpy(counts)
+        self.build(self.counts)
+        self.prep_metrics = {"prep/count_seconds": seconds,
+                             "prep/count_bytes": float(tensor_bytes(self.counts)),
+                             "freq_filter/threshold": float(self.threshold),
+                             "freq_filter/kept_rows": float(len(self.keys))}
+
+    def build(self, counts: torch.Tensor) -> None:
+        """Allocate from per-global-id counts (int64 [sum n_f]): pool = kept rows in id order,
+        then one OOV row per table that drops an id."""
+        ns = self.num_rows.tolist()
+        t = self.config.threshold
+        t = plan_threshold(counts, ns, self.row_cost()) if t is None else int(t)
+        kept_by_table, oov_tables = self._kept(counts, ns, t)
+        cost = self.row_cost()
+        spent = cost.cost(int(kept_by_table.sum()), int(oov_tables.sum()))
+        if spent > cost.cap:
+            raise BudgetInfeasible(
+                f"method.threshold={t} keeps {int(kept_by_table.sum())} rows "
+                f"({spent} bytes of {self.config.budget_scope}), over method.budget="
+                f"{self.config.budget} ({cost.cap} bytes); raise the threshold or set it null")
+        self.threshold = t
+        keys = torch.nonzero(counts >= t).squeeze(1).to(self.key_dtype)
+        n_kept = len(keys)
+        oov_of = torch.full((len(ns),), -1, dtype=torch.int64)
+        oov_of[oov_tables] = n_kept + torch.arange(int(oov_tables.sum()))
+        self.register_buffer("keys", keys)
+        self.register_buffer("oov_row", oov_of)
+        rows = n_kept + int(oov_tables.sum())
+        pool = torch.empty(rows, self.dim, dtype=torch.float32)
+        pool[:n_kept] = self._uniform_init(keys.long())
+        bound = self.num_rows.double().clamp_min(1).rsqrt().float()
+        gen = torch.Generator().manual_seed(self.seed + 0x00F1_17E5)
+        oov = torch.rand(rows - n_kept, self.dim, generator=gen).mul_(2).sub_(1)
+        pool[n_kept:] = oov * bound[oov_tables].unsqueeze(1)
+        self.register_buffer("pool", pool)
+        self.register_buffer("opt_state", torch.full(
+            (rows * self.optim.state_floats_per_row,), float(self.optim.initial_accumulator)))
+        self.register_buffer("kept_per_table", kept_by_table)
+
+    def row_cost(self) -> "_Cost":
+        d, s = self.dim * 4, self.optim.state_floats_per_row * 4
+        ns = self.num_rows.tolist()
+        if self.config.budget_scope == "weights":
+            return _Cost(kept=d, oov=d, fixed=0, cap=budget_rows(ns, self.config.budget) * d)
+        key = torch.empty(0, dtype=self.key_dtype).element_size()
+        _, ut = self.uniform_reference()
+        return _Cost(kept=d + s + key, oov=d + s, fixed=8 * len(ns),
+                     cap=int(self.config.budget * ut))
+
+    @staticmethod
+    def _kept(counts: torch.Tensor, ns: list[int], t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        table = torch.repeat_interleave(torch.arange(len(ns)), torch.tensor(ns))
+        kept = torch.bincount(table[counts >= t], minlength=len(ns))
+        return kept, kept < torch.tensor(ns)
+
+    def _uniform_init(self, keys: torch.Tensor) -> torch.Tensor:
+        """Uniform's init values (``init_full_table``: DLRM's, the same generator stream) of the
+        global rows ``keys`` (sorted), drawn block by block: peak = the kept rows + one block."""
+        total = int(self.num_rows.sum())
+        gen = torch.Generator().manual_seed(self.seed)
+        ends = torch.cumsum(self.num_rows, 0)
+        bound = self.num_rows.double().clamp_min(1).rsqrt().float()
+        out = torch.empty(len(keys), self.dim, dtype=torch.float32)
+        for lo in range(0, total, INIT_BLOCK_ROWS):        # blocks, as dlrm_init draws them
+            hi = min(total, lo + INIT_BLOCK_ROWS)
+            block = torch.rand(hi - lo, self.dim, generator=gen, dtype=torch.float32)
+            block.mul_(2).sub_(1)
+            a, b = (int(x) for x in torch.searchsorted(keys, torch.tensor([lo, hi])))
+            if a < b:
+                sel = keys[a:b]
+                table = torch.searchsorted(ends, sel, right=True)
+                out[a:b] = block[sel - lo] * bound[table].unsqueeze(1)
+        return out
+
+    # ---- the interface -------------------------------------------------------------------
+    def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """Pool row of each id: its own if kept, else its table's OOV row. ids[B, F] -> [B, F]."""
+        if self.threshold is None:
+            raise RuntimeError("freq_filter has no vocabulary yet: call prepare(train_ids) with "
+                               "the training split's ids first (the harness does)")
+        g = self.global_rows(ids)
+        oov = self.oov_row.to(ids.device).expand_as(g)
+        if len(self.keys) == 0:
+            return oov
+        pos = torch.searchsorted(self.keys, g.to(self.keys.dtype))
+        hit = self.keys[pos.clamp(max=len(self.keys) - 1)] == g
+        return torch.where(hit, pos, oov)
+
+    def embed(self, ids):
+        b, f = ids.shape
+        rows = self.rows_of(ids).reshape(-1, 1)
+        return lookup(self.pool, self.opt_state, rows, self.optim).view(b, f, self.dim)
+
+    def on_step(self, step: int) -> dict[str, float]:
+        if self.counts is not None:       # the counting pass's memory ends with training's start
+            self.counts = None
+            return dict(self.prep_metrics)
+        return {}
+
+    def memory(self) -> MemoryReport:
+        uw, ut = self.uniform_reference()
+        if self.threshold is None:
+            return MemoryReport(uniform_weights=uw, uniform_total=ut)
+        per_row = (self.dim + self.optim.state_floats_per_row) * 4
+        rows = self.kept_per_table + (self.oov_row >= 0).long()
+        return MemoryReport(
+            weights=tensor_bytes(self.pool), optimizer=tensor_bytes(self.opt_state),
+            index=tensor_bytes(self.keys, self.oov_row, self.kept_per_table),
+            utility=tensor_bytes(self.counts), uniform_weights=uw, uniform_total=ut,
+            per_table={t.name: int(r) * per_row for t, r in zip(self.tables, rows)})
+
+    def dims(self):
+        """Every id reads a full-width row (its own or its table's shared OOV row)."""
+        return self.constant_width_dims(self.dim)
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """Bytes per kept row, per OOV row and fixed, and the budget's cap on their sum."""
+
+    kept: int
+    oov: int
+    fixed: int
+    cap: int
+
+    def cost(self, kept, oov):
+        return kept * self.kept + oov * self.oov + self.fixed
+
+
+def count_ids(ids, offsets: np.ndarray, total: int) -> np.ndarray:
+    """Occurrences of every global id (id + its table's offset) in ``ids`` [rows, F], counted
+    in chunks of COUNT_CHUNK_ROWS rows (bounded memory for a memory-mapped split)."""
+    counts = np.zeros(total, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    for lo in range(0, len(ids), COUNT_CHUNK_ROWS):
+        chunk = np.asarray(ids[lo:lo + COUNT_CHUNK_ROWS], dtype=np.int64) + offsets
+        counts += np.bincount(chunk.ravel(), minlength=total)
+    return counts
+
+
+def plan_threshold(counts: torch.Tensor, ns: list[int], cost: _Cost) -> int:
+    """The smallest T >= 1 whose kept rows plus OOV rows fit ``cost.cap`` (cost is monotone in
+    T: checked at T = 1 and one past every distinct count)."""
+    cand = torch.unique(torch.cat([torch.ones(1, dtype=counts.dtype), counts + 1]))
+    cand = cand[cand >= 1]
+    starts = [0, *np.cumsum(ns).tolist()]
+    kept = torch.zeros(len(cand), dtype=torch.int64)
+    oov = torch.zeros(len(cand), dtype=torch.int64)
+    for f, n in enumerate(ns):                  # one vectorised search per table: ids with
+        s = torch.sort(counts[starts[f]:starts[f + 1]]).values    # count >= T at every T
+        k = n - torch.searchsorted(s, cand)
+        kept += k
+        oov += (k < n).long()
+    fits = kept * cost.kept + oov * cost.oov + cost.fixed <= cost.cap
+    if not bool(fits.any()):
+        raise BudgetInfeasible(
+            f"the budget pays for {cost.cap} bytes, but freq_filter needs at least "
+            f"{len(ns) * cost.oov + cost.fixed} (one OOV row per table); raise method.budget")
+    return int(cand[torch.nonzero(fits)[0, 0]])
