@@ -48,6 +48,10 @@ class TrainConfig:
     stop_after: int = 0                      # steps; stop (as if killed) after this many, for resume tests
     progress: bool = True
     distributed: bool = False
+    embedding_l2: float = 0.0                # lambda: + lambda * sum ||e||^2 / batch over the
+                                             # looked-up embeddings (touched rows only)
+    early_stopping: int = 0                  # validations without a better val NE before the
+                                             # run stops; 0 = never (validations: eval_every)
 
 
 @dataclass

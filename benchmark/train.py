@@ -165,6 +165,12 @@ class Trainer:
         self.peak_total = 0
         self.timing = Timing(warmup=int(tc.warmup_steps))
         self.history: list[dict[str, Any]] = []
+        self.early_stop = EarlyStop(int(tc.get("early_stopping", 0)))
+        self.embedding_l2 = float(tc.get("embedding_l2", 0.0))
+        if self.embedding_l2 < 0:
+            raise UserError(f"train.embedding_l2 must be >= 0, got {self.embedding_l2}")
+        if self.embedding_l2:
+            self.emb.register_forward_hook(self._keep_embeddings)
 
     # ---- construction (a distributed trainer overrides these) ----------------------------
     def build_embeddings(self) -> EmbeddingMethod:
@@ -200,9 +206,16 @@ class Trainer:
         labels = batch.labels.to(self.device)
         loss = loss_fn(self.model(dense, ids), labels)
         self.dense_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.embedding_l2:    # L2 on the rows this batch touched, through the same update
+            e = self._emb_out
+            (loss + self.embedding_l2 * e.pow(2).sum() / e.shape[0]).backward()
+        else:
+            loss.backward()
         self.dense_opt.step()
         return loss
+
+    def _keep_embeddings(self, module, inputs, output) -> None:
+        self._emb_out = output       # the looked-up rows [B, F, D], for train.embedding_l2
 
     # ---- pieces --------------------------------------------------------------------------
     def _log(self, metrics: dict[str, float], step: int) -> None:
@@ -234,6 +247,7 @@ class Trainer:
             "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "rng_python": random.getstate(),
             "event_seconds": self.timing.event_seconds, "history": self.history,
+            "early_stop": self.early_stop.state(),
         }
         checkpoint.save(path, {"model": self.model.state_dict(),
                                "dense_opt": self.dense_opt.state_dict(),
@@ -263,6 +277,7 @@ class Trainer:
         self.meter.peak = max(self.meter.peak, int(meta.get("measured_peak", 0)))
         self.timing.event_seconds = float(meta["event_seconds"])
         self.history = list(meta["history"])
+        self.early_stop.load(meta.get("early_stop"))
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ---- the loop ------------------------------------------------------------------------
@@ -278,9 +293,9 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         loss_n = 0
         self._sample_memory()
-        stopped = False
+        stopped = early = False
         last = time.perf_counter()
-        while self.step < self.total_steps and not stopped:
+        while self.step < self.total_steps and not stopped and not early:
             self.train_loader.set_epoch(self.epoch)
             for batch in self.train_loader:
                 t0 = time.perf_counter()
@@ -304,14 +319,14 @@ class Trainer:
                 if self.step % int(tc.memory_every) == 0:
                     self._sample_memory()
                 if self.step % eval_every == 0 and self.step < self.total_steps:
-                    self._validate()
+                    early = self.early_stop.update(self._validate(), self.step)
                 if tc.checkpoint_every and self.step % int(tc.checkpoint_every) == 0:
                     self.save_checkpoint(self.run_dir / CHECKPOINT)
                 if tc.stop_after and self.step >= int(tc.stop_after):
                     self.save_checkpoint(self.run_dir / CHECKPOINT)
                     stopped = True
                     break
-                if self.step >= self.total_steps:
+                if self.step >= self.total_steps or early:
                     break
                 last = time.perf_counter()
             else:  # the epoch ran to its end
@@ -354,6 +369,7 @@ class Trainer:
         summary.update(self.timing.metrics())
         summary.update({k: float(v) for k, v in end_metrics.items()})
         summary["train/steps"] = float(self.step)
+        summary.update(self.early_stop.summary())
         self._log(summary, self.step)
         self._write_outputs(summary, report)
         return summary
@@ -400,6 +416,43 @@ class Trainer:
         if self.tracker is not None:
             self.tracker.log_artifacts(paths)
         return paths
+
+
+class EarlyStop:
+    """Stop after ``patience`` validations without a lower val NE (0: never). The run keeps
+    its last weights; the summary says where the best NE was."""
+
+    def __init__(self, patience: int) -> None:
+        if patience < 0:
+            raise UserError(f"train.early_stopping must be >= 0, got {patience}")
+        self.patience, self.best, self.best_step, self.bad = patience, float("inf"), 0, 0
+        self.stopped_at = 0
+
+    def update(self, metrics: dict[str, float], step: int) -> bool:
+        """After a validation: True when the run should stop."""
+        if not self.patience:
+            return False
+        ne = float(metrics["val/ne"])
+        if ne < self.best:
+            self.best, self.best_step, self.bad = ne, step, 0
+        else:
+            self.bad += 1
+        if self.bad >= self.patience:
+            self.stopped_at = step
+        return self.bad >= self.patience
+
+    def state(self) -> list:
+        return [self.best, self.best_step, self.bad]
+
+    def load(self, state) -> None:
+        if state:
+            self.best, self.best_step, self.bad = float(state[0]), int(state[1]), int(state[2])
+
+    def summary(self) -> dict[str, float]:
+        if not self.patience:
+            return {}
+        return {"train/best_val_ne": self.best, "train/best_val_step": float(self.best_step),
+                "train/early_stopped_at": float(self.stopped_at)}
 
 
 class _NoProgress:
