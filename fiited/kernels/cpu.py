@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from fiited.kernels import cpu_native
-from fiited.kernels.reference import apply_update, check_shapes
+from fiited.kernels.reference import (apply_update, bag_of, bag_scale, bag_shares, check_bags,
+                                     check_shapes, pool_bags)
 from fiited.optim import SparseOptimConfig
 
 
@@ -119,6 +120,73 @@ def _torch_update(pool, state, flat, grad, opt, shape) -> torch.Tensor:
         summed.index_add_(0, seg, grad.index_select(0, perm).float())
     apply_update(pool, state, uniq, summed, opt)
     return norms
+
+
+def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
+               weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
+    """Pooled lookup [B, K*C] (contract in ``reference.py``): one native pass over the bags."""
+    check_shapes(pool, rows)
+    check_bags(rows, offsets, weights, mode)
+    n, k = rows.shape
+    p, c = pool.shape
+    b = offsets.numel() - 1
+    if n == 0 or k * c == 0:
+        return pool.new_zeros(b, k * c)
+    flat = rows.reshape(-1)
+    w = None if weights is None else weights.float().contiguous()
+    if _native_ok(pool, flat, offsets):
+        out = torch.empty(b, k * c, dtype=pool.dtype)
+        bad = cpu_native.library().fiited_bag_gather(
+            pool.data_ptr(), p, c, flat.data_ptr(), int(flat.dtype == torch.int64), k,
+            offsets.data_ptr(), int(offsets.dtype == torch.int64), b,
+            None if w is None else w.data_ptr(), int(mode == "mean"), out.data_ptr(),
+            torch.get_num_threads())
+        if bad >= 0:
+            raise _out_of_range(flat, bad, p)
+        return out
+    return pool_bags(gather(pool, rows), offsets, weights, mode, bag_of(offsets, n))
+
+
+def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
+                        offsets: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig,
+                        weights: torch.Tensor | None = None, mode: str = "sum"
+                        ) -> torch.Tensor:
+    """The bag update (contract in ``reference.py``); norms [N, K] of each occurrence's share.
+
+    The native core reads each share straight from ``grad`` [B, K*C]; the torch fallback spreads
+    ``grad`` to occurrences first (the reference's arithmetic, so it matches bit for bit).
+    """
+    check_shapes(pool, rows)
+    check_bags(rows, offsets, weights, mode)
+    n, k = rows.shape
+    p, c = pool.shape
+    b = offsets.numel() - 1
+    if grad.shape != (b, k * c):
+        raise ValueError(f"grad must be [{b}, {k * c}], got {tuple(grad.shape)}")
+    adagrad = opt.name == "rowwise_adagrad"
+    if adagrad and (state.shape != (p,) or state.dtype != torch.float32):
+        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
+                         f"{state.dtype} {tuple(state.shape)}")
+    m = n * k
+    if m == 0 or c == 0:
+        return torch.zeros(n, k, dtype=torch.float32)
+    flat = rows.reshape(-1)
+    if grad.dtype == torch.float32 and _native_ok(pool, flat, grad, state):
+        bags = bag_of(offsets, n)
+        scale = bag_scale(offsets, weights, mode, bags)
+        scale = None if scale is None else scale.contiguous()
+        norms = torch.empty(n, k, dtype=torch.float32)
+        code = cpu_native.library().fiited_bag_update(
+            pool.data_ptr(), p, c, state.data_ptr() if adagrad else None, flat.data_ptr(),
+            int(flat.dtype == torch.int64), n, k, bags.data_ptr(),
+            None if scale is None else scale.data_ptr(), grad.data_ptr(), norms.data_ptr(),
+            int(adagrad), float(opt.lr), float(opt.eps), torch.get_num_threads())
+        if code >= 0:
+            raise _out_of_range(flat, code, p)
+        if code == -1:
+            return norms
+    share = bag_shares(grad, offsets, weights, mode, n)
+    return _torch_update(pool, state, flat, share.reshape(m, c), opt, (n, k))
 
 
 def hash_find(keys: torch.Tensor, rows: torch.Tensor, mult: int, max_probe: int

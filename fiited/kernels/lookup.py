@@ -44,3 +44,43 @@ def lookup(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor, opt: Spa
         return kernels.gather(pool, rows)
     anchor = torch.empty(0, device=pool.device, requires_grad=True)
     return _Lookup.apply(anchor, pool, state, rows, opt, sink)
+
+
+class _BagLookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, anchor, pool, state, rows, offsets, weights, mode, opt, sink):  # noqa: D401
+        from fiited import kernels
+
+        ctx.pool, ctx.state, ctx.opt, ctx.sink, ctx.mode = pool, state, opt, sink, mode
+        ctx.has_weights = weights is not None
+        ctx.save_for_backward(rows, offsets, *(() if weights is None else (weights,)))
+        return kernels.bag_gather(pool, rows, offsets, weights, mode)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from fiited import kernels
+
+        rows, offsets, *rest = ctx.saved_tensors
+        weights = rest[0] if ctx.has_weights else None
+        norms = kernels.bag_backward_update(ctx.pool, ctx.state, rows, offsets,
+                                            grad_out.contiguous(), ctx.opt, weights, ctx.mode)
+        if ctx.sink is not None:
+            ctx.sink(norms)
+        return (None,) * 9
+
+
+def bag_lookup(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
+               offsets: torch.Tensor, opt: SparseOptimConfig,
+               weights: Optional[torch.Tensor] = None, mode: str = "sum",
+               sink: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
+    """Pooled lookup of bags [B, K*C]; when grad is on, backward updates ``pool`` in place.
+
+    ``sink`` receives the per-occurrence norms [N, K] of each occurrence's gradient share.
+    ``weights`` are data (TorchRec's per-id weights): they get no gradient.
+    """
+    from fiited import kernels
+
+    if not torch.is_grad_enabled():
+        return kernels.bag_gather(pool, rows, offsets, weights, mode)
+    anchor = torch.empty(0, device=pool.device, requires_grad=True)
+    return _BagLookup.apply(anchor, pool, state, rows, offsets, weights, mode, opt, sink)

@@ -83,3 +83,109 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     uniq, summed = coalesce(rows, grad, c)
     apply_update(pool, state, uniq, summed, opt)
     return norms
+
+
+# --- Bags (multi-hot features) -------------------------------------------------------------
+#
+# ``rows[N, K]`` is one row per id *occurrence*, as above. ``offsets[B + 1]`` (int32/int64,
+# non-decreasing, offsets[0] = 0, offsets[B] = N) cuts the N occurrences into B bags; for a
+# batch of b samples x F features the bags are sample-major, bag b*F + f. ``weights[N]``
+# (optional) weight each occurrence. ``mode`` is "sum" or "mean":
+#
+#   out[b] = sum_{n in bag b} w_n * gather(pool, rows)[n]            (sum)
+#   out[b] = (sum_{n in bag b} w_n * gather(pool, rows)[n]) / len_b  (mean; len_b = occurrences)
+#
+# summed in occurrence order; an empty bag gives zeros. Absent chunks read zeros and still count
+# in len_b (a pruned chunk is zero padding of that id, not a missing id).
+#
+# Backward: each occurrence's share of the pooled gradient is
+#   g_n = grad[bag(n)] * s_n,  s_n = w_n (sum) or w_n / len_bag(n) (mean), w_n = 1 unweighted,
+# and from there the one-hot contract applies unchanged: duplicates (also inside one bag) are
+# coalesced by summing g_n, one SGD / row-wise Adagrad step per pool row, and the per-occurrence
+# chunk norms [N, K] returned for utilities are the norms of g_n (its share, not of grad[bag]).
+# One-hot features do not go through here: offsets = arange(N + 1) is the special case, and the
+# plain gather / backward_update serve it unchanged.
+
+BAG_MODES = ("sum", "mean")
+
+
+def check_bags(rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+               mode: str) -> None:
+    """Name the argument at fault; the data checks (one pass over offsets) are cheap torch ops."""
+    if mode not in BAG_MODES:
+        raise ValueError(f"mode must be 'sum' or 'mean', got {mode!r}")
+    if offsets.dim() != 1 or offsets.numel() < 1:
+        raise ValueError(f"offsets must be [bags + 1], got shape {tuple(offsets.shape)}")
+    if offsets.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"offsets must be int32 or int64, got {offsets.dtype}")
+    n = rows.shape[0]
+    if weights is not None and (weights.dim() != 1 or weights.numel() != n
+                                or not weights.is_floating_point()):
+        raise ValueError(f"weights must be float [{n}], got {weights.dtype} "
+                         f"{tuple(weights.shape)}")
+    first, last, falls = torch.stack([offsets[0].long(), offsets[-1].long(),
+                                      (offsets[1:] < offsets[:-1]).sum()]).tolist()  # one sync
+    if (first, last) != (0, n):
+        raise ValueError(f"offsets must start at 0 and end at {n} (rows), got {[first, last]}")
+    if falls:
+        raise ValueError("offsets must be non-decreasing")
+
+
+def bag_of(offsets: torch.Tensor, n: int) -> torch.Tensor:
+    """The bag of each occurrence [N] (int64): no Python loop over bags."""
+    lengths = (offsets[1:] - offsets[:-1]).long()
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=offsets.device),
+                                   lengths, output_size=n)
+
+
+def bag_scale(offsets: torch.Tensor, weights: torch.Tensor | None, mode: str,
+              bags: torch.Tensor) -> torch.Tensor | None:
+    """s_n [N] float32 (None: all ones): the factor of each occurrence's gradient share."""
+    if mode == "sum":
+        return None if weights is None else weights.float()
+    lengths = (offsets[1:] - offsets[:-1]).float().index_select(0, bags)
+    w = torch.ones_like(lengths) if weights is None else weights.float()
+    return w / lengths
+
+
+def pool_bags(per: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+              mode: str, bags: torch.Tensor) -> torch.Tensor:
+    """Pool per-occurrence vectors [N, W] into bags [B, W] by the contract above."""
+    if weights is not None:
+        per = per * weights.to(per.dtype).unsqueeze(1)
+    out = per.new_zeros(offsets.numel() - 1, per.shape[1])
+    out.index_add_(0, bags, per)
+    if mode == "mean":
+        out = out / (offsets[1:] - offsets[:-1]).clamp_min(1).to(out.dtype).unsqueeze(1)
+    return out
+
+
+def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
+               weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
+    """out[B, K*C]: the pooled lookup of each bag (see the contract above)."""
+    check_shapes(pool, rows)
+    check_bags(rows, offsets, weights, mode)
+    return pool_bags(gather(pool, rows), offsets, weights, mode, bag_of(offsets, rows.shape[0]))
+
+
+def bag_shares(grad: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
+               mode: str, n: int) -> torch.Tensor:
+    """Each occurrence's share g_n [N, W] of the pooled gradient grad [B, W]."""
+    bags = bag_of(offsets, n)
+    share = grad.index_select(0, bags)
+    scale = bag_scale(offsets, weights, mode, bags)
+    return share if scale is None else share * scale.to(share.dtype).unsqueeze(1)
+
+
+def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
+                        offsets: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig,
+                        weights: torch.Tensor | None = None, mode: str = "sum"
+                        ) -> torch.Tensor:
+    """Spread grad [B, K*C] to occurrences, then the one-hot update; norms [N, K] of shares."""
+    check_shapes(pool, rows)
+    check_bags(rows, offsets, weights, mode)
+    n, k = rows.shape
+    b, c = offsets.numel() - 1, pool.shape[1]
+    if grad.shape != (b, k * c):
+        raise ValueError(f"grad must be [{b}, {k * c}], got {tuple(grad.shape)}")
+    return backward_update(pool, state, rows, bag_shares(grad, offsets, weights, mode, n), opt)

@@ -15,6 +15,11 @@ The update is sort-based, so a fixed input always gives the same bits (no float 
    optimizer step. Hot rows with thousands of occurrences thus spread over many programs.
 
 One host sync per update (the largest row, for the range check, and the count of absent ones).
+
+Bags (multi-hot): ``_bag_gather_kernel`` pools each (bag, chunk) in one program; the bag update
+is the same sort-based pipeline, ``_share`` reading occurrence n*K + k's gradient as
+grad[bag[n], k] * scale[n] (compiled out for one-hot: ``BAG`` is a constexpr). Bag checks add a
+host sync.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fiited.kernels.reference import check_shapes
+from fiited.kernels.reference import bag_of, bag_scale, check_bags, check_shapes
 from fiited.optim import SparseOptimConfig
 
 GATHER_TILE_ELEMS = 4096  # elements of one gather program's [rows, C] tile
@@ -55,25 +60,69 @@ def _gather_kernel(pool_ptr, rows_ptr, out_ptr, M, C,
 
 
 @triton.jit
+def _bag_gather_kernel(pool_ptr, rows_ptr, offsets_ptr, w_ptr, out_ptr, C, K,
+                       WEIGHTED: tl.constexpr, MEAN: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One program per (bag, chunk): sum the bag's occurrences in tiles of BLOCK_N."""
+    b = tl.program_id(0).to(tl.int64)
+    kk = tl.program_id(1).to(tl.int64)
+    lo = tl.load(offsets_ptr + b).to(tl.int64)
+    hi = tl.load(offsets_ptr + b + 1).to(tl.int64)
+    cols = tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for start in range(lo, hi, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        nm = n < hi
+        row = tl.load(rows_ptr + n * K + kk, mask=nm, other=-1).to(tl.int64)
+        vals = tl.load(pool_ptr + row[:, None] * C + cols[None, :],
+                       mask=(row >= 0)[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        if WEIGHTED:
+            vals = vals * tl.load(w_ptr + n, mask=nm, other=0.0)[:, None]
+        acc += tl.sum(vals, axis=0)
+    if MEAN:
+        acc = acc / tl.maximum(hi - lo, 1).to(tl.float32)
+    tl.store(out_ptr + b * K * C + kk * C + cols, acc.to(out_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
 def _segmented_add(flag_a, a, flag_b, b):
     return flag_a | flag_b, tl.where(flag_b != 0, b, a + b)
 
 
 @triton.jit
-def _absent_norms_kernel(rows_ptr, grad_ptr, norms_ptr, M, C,
+def _share(grad_ptr, bag_ptr, scale_ptr, occ, mask, cols, cmask, C, K, BAG: tl.constexpr,
+           SCALED: tl.constexpr):
+    """Gradient slices [len(occ), BLOCK_C] of flat occurrences ``occ`` (float32). One-hot:
+    grad[occ]; bags: grad[bag[n], k] * scale[n] for occ = n*K + k (the bag contract)."""
+    if BAG:
+        n = occ // K
+        src = tl.load(bag_ptr + n, mask=mask, other=0).to(tl.int64) * K + (occ - n * K)
+    else:
+        src = occ
+    g = tl.load(grad_ptr + src[:, None] * C + cols[None, :],
+                mask=mask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    if SCALED:
+        g = g * tl.load(scale_ptr + n, mask=mask, other=0.0)[:, None]
+    return g
+
+
+@triton.jit
+def _absent_norms_kernel(rows_ptr, grad_ptr, norms_ptr, M, C, bag_ptr, scale_ptr, K,
+                         BAG: tl.constexpr, SCALED: tl.constexpr,
                          BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = r < M
     absent = rmask & (tl.load(rows_ptr + r, mask=rmask, other=0) < 0)
     cols = tl.arange(0, BLOCK_C)
-    g = tl.load(grad_ptr + r[:, None] * C + cols[None, :],
-                mask=absent[:, None] & (cols < C)[None, :], other=0.0).to(tl.float32)
+    g = _share(grad_ptr, bag_ptr, scale_ptr, r, absent, cols, cols < C, C, K, BAG, SCALED)
     tl.store(norms_ptr + r, tl.sqrt(tl.sum(g * g, axis=1)), mask=absent)
 
 
 @triton.jit
 def _tile_kernel(keys_ptr, perm_ptr, grad_ptr, norms_ptr, head_ptr, tail_ptr, owner_ptr,
-                 pool_ptr, state_ptr, M, C, lr, eps, ADAGRAD: tl.constexpr,
+                 pool_ptr, state_ptr, M, C, lr, eps, bag_ptr, scale_ptr, K,
+                 ADAGRAD: tl.constexpr, BAG: tl.constexpr, SCALED: tl.constexpr,
                  T: tl.constexpr, BLOCK_C: tl.constexpr):
     """Positions here count from the first present one: ``keys_ptr``/``perm_ptr`` are offset."""
     tile = tl.program_id(0).to(tl.int64)
@@ -101,8 +150,7 @@ def _tile_kernel(keys_ptr, perm_ptr, grad_ptr, norms_ptr, head_ptr, tail_ptr, ow
     w = tl.load(wptrs, mask=wmask, other=0.0).to(tl.float32)  # in flight with the gradient
     if ADAGRAD:
         st = tl.load(state_ptr + key, mask=whole, other=0.0)
-    g = tl.load(grad_ptr + occ[:, None] * C + cols[None, :],
-                mask=pm[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    g = _share(grad_ptr, bag_ptr, scale_ptr, occ, pm, cols, cmask, C, K, BAG, SCALED)
     tl.store(norms_ptr + occ, tl.sqrt(tl.sum(g * g, axis=1)), mask=pm)
     flags = tl.broadcast_to(run_start.to(tl.int32)[:, None], (T, BLOCK_C))
     _, sums = tl.associative_scan((flags, g), 0, _segmented_add)
@@ -211,20 +259,28 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     if adagrad and (state.shape != (p,) or state.dtype != torch.float32):
         raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
                          f"{state.dtype} {tuple(state.shape)}")
-    m = n * k
     if norms is None:
         norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
-    if m == 0 or c == 0:
+    if n * k == 0 or c == 0:
         return norms.zero_()
-    grad = grad.contiguous()
-    flat = rows.reshape(-1).contiguous()
+    return _update(pool, state, rows.reshape(-1).contiguous(), grad.contiguous(), opt, norms,
+                   (grad, grad, 1, False, False))
+
+
+def _update(pool, state, flat, grad, opt, norms, bag_args) -> torch.Tensor:
+    """The sorted update; ``bag_args`` = (bag, scale, K, BAG, SCALED) of ``_share``."""
+    p, c = pool.shape
+    m = flat.numel()
+    adagrad = opt.name == "rowwise_adagrad"
+    bag, scale, k, is_bag, scaled = bag_args
     keys, perm = torch.sort(flat, stable=True)
     max_row, n_absent = torch.cat([keys[-1:].long(), torch.searchsorted(
         keys, keys.new_zeros(1))]).tolist()
     _check_rows(flat, max_row, p)
     if n_absent:
         block_r, block_c = _blocks(c, GATHER_TILE_ELEMS)
-        _absent_norms_kernel[(triton.cdiv(m, block_r),)](flat, grad, norms, m, c,
+        _absent_norms_kernel[(triton.cdiv(m, block_r),)](flat, grad, norms, m, c, bag, scale, k,
+                                                         BAG=is_bag, SCALED=scaled,
                                                          BLOCK_R=block_r, BLOCK_C=block_c)
     if n_absent == m:
         return norms
@@ -238,9 +294,61 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     owner = torch.empty(tiles, dtype=torch.int8, device=pool.device)
     st = state if adagrad else pool
     args = (pool, st, present, c, float(opt.lr), float(opt.eps))
-    _tile_kernel[(tiles,)](keys, perm, grad, norms, head, tail, owner, *args, ADAGRAD=adagrad,
-                           T=tile, BLOCK_C=block_c, num_warps=UPDATE_WARPS)
+    _tile_kernel[(tiles,)](keys, perm, grad, norms, head, tail, owner, *args, bag, scale, k,
+                           ADAGRAD=adagrad, BAG=is_bag, SCALED=scaled, T=tile, BLOCK_C=block_c,
+                           num_warps=UPDATE_WARPS)
     block_p, _ = _blocks(c, 2048)
     _finish_kernel[(tiles,)](owner, keys, head, tail, *args, ADAGRAD=adagrad, T=tile,
                              BLOCK_P=block_p, BLOCK_C=block_c)
     return norms
+
+
+def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
+               weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
+    """Pooled lookup [B, K*C] (contract in ``reference.py``); sums in a fixed tile order."""
+    check_shapes(pool, rows)
+    check_bags(rows, offsets, weights, mode)
+    n, k = rows.shape
+    p, c = pool.shape
+    b = offsets.numel() - 1
+    if n == 0 or b == 0 or k * c == 0:
+        return pool.new_zeros(b, k * c)
+    flat = rows.reshape(-1).contiguous()
+    _check_rows(flat, int(flat.max()), p)
+    if p == 0:
+        return pool.new_zeros(b, k * c)
+    out = torch.empty(b, k * c, dtype=pool.dtype, device=pool.device)
+    w = None if weights is None else weights.float().contiguous()
+    block_n, block_c = _blocks(c, GATHER_TILE_ELEMS)
+    _bag_gather_kernel[(b, k)](pool.contiguous(), flat, offsets.contiguous(),
+                               pool if w is None else w, out, c, k, WEIGHTED=w is not None,
+                               MEAN=mode == "mean", BLOCK_N=min(block_n, 64), BLOCK_C=block_c)
+    return out
+
+
+def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
+                        offsets: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig,
+                        weights: torch.Tensor | None = None, mode: str = "sum"
+                        ) -> torch.Tensor:
+    """The bag update: the one-hot kernels reading each occurrence's share from ``grad``
+    [B, K*C] through its bag (no [N, K*C] copy); norms [N, K] of the shares."""
+    check_shapes(pool, rows)
+    check_bags(rows, offsets, weights, mode)
+    n, k = rows.shape
+    p, c = pool.shape
+    b = offsets.numel() - 1
+    if grad.shape != (b, k * c):
+        raise ValueError(f"grad must be [{b}, {k * c}], got {tuple(grad.shape)}")
+    if not pool.is_contiguous():
+        raise ValueError("pool must be contiguous: the update writes it in place")
+    if opt.name == "rowwise_adagrad" and (state.shape != (p,) or state.dtype != torch.float32):
+        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
+                         f"{state.dtype} {tuple(state.shape)}")
+    norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
+    if n * k == 0 or c == 0:
+        return norms.zero_()
+    grad = grad.contiguous()
+    bags = bag_of(offsets, n)
+    scale = bag_scale(offsets, weights, mode, bags)
+    bag_args = (bags, grad if scale is None else scale.contiguous(), k, True, scale is not None)
+    return _update(pool, state, rows.reshape(-1).contiguous(), grad, opt, norms, bag_args)
