@@ -22,6 +22,9 @@ class ModelConfig:
     top_mlp: list[int] = field(default_factory=lambda: [512, 256])
     interaction: str = "dot"      # dot | cat
     self_interaction: bool = False
+    # DCN-v2 only (name: dcn, benchmark/dcn.py); DLRM ignores them.
+    cross_layers: int = 3
+    structure: str = "stacked"    # stacked | parallel
 
 
 def mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:

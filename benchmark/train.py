@@ -23,6 +23,7 @@ from benchmark.data.format import DatasetError, PreparedDataset, open_dataset
 from benchmark.data.loader import BatchLoader
 from benchmark.errors import UserError
 from benchmark.metrics import eval_metrics, percentile_ms
+from benchmark.dcn import build_head
 from benchmark.model import DLRM, ModelConfig
 from benchmark.peak import PeakMeter, peak_rss_bytes  # noqa: F401 (re-exported)
 from fiited.interface import EmbeddingMethod, TableSpec
@@ -188,7 +189,12 @@ class Trainer:
         return self.data.ids[lo:hi if cap is None else min(hi, lo + int(cap))]
 
     def build_model(self) -> torch.nn.Module:
-        return DLRM(self.model_cfg, self.data.manifest.num_dense, self.emb).to(self.device)
+        """The head named by model.name (dlrm | dcn) over the embedding method."""
+        try:
+            head = build_head(self.model_cfg, self.data.manifest.num_dense, self.emb)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+        return head.to(self.device)
 
     def build_loaders(self) -> tuple[BatchLoader, BatchLoader, BatchLoader]:
         tc, dc = self.cfg.train, self.cfg.data
