@@ -11,7 +11,9 @@ Known differences from FBGEMM, all deliberate: rows get slots on first access he
 pre-maps ids 0..capacity-1, which favours whatever ids happen to be small); utilities are
 updated every step (FBGEMM only on some steps); the per-event decay also applies to the
 first events (FBGEMM skips it before step ``interval``) and reused slots are reset at every
-event (FBGEMM only after step ``interval``).
+event (FBGEMM only after step ``interval``); a table of more than 23 x 16384 rows is sampled
+at a wider stride (at most ``max_sample_rows`` rows, so an event's memory stays bounded; the
+exact top-up after the threshold keeps exactly capacity rows either way).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class ITEPConfig(FiitedConfig):
     sampling: str = "stride"
     sample_stride: int = 23
     min_sample_rows: int = 0
+    max_sample_rows: int = 16384
     pool: str = "per_table"
     normalise: str = "none"
     regrow_init: str = "zero"

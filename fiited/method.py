@@ -36,6 +36,7 @@ from typing import List, Optional
 
 import torch
 
+from fiited.errors import BudgetInfeasible
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
 from fiited.kernels import lookup
 from fiited.memory import MemoryReport, tensor_bytes
@@ -69,6 +70,7 @@ class FiitedConfig(MethodConfig):
     sampling: str = "random"               # random | stride (every sample_stride-th row)
     sample_stride: int = 23
     min_sample_rows: int = 64              # small tables are sampled at least this much
+    max_sample_rows: int = 16384           # big tables at most this much (0: no cap)
     thresholds: str = "adaptive"           # adaptive | manual
     manual_ratios: List[float] = field(default_factory=list)   # p_k, pruned fraction per position
     pool: str = "shared"                   # shared | per_table
@@ -116,6 +118,8 @@ class FiitedConfig(MethodConfig):
             raise ValueError(f"method.sample_stride must be >= 1, got {self.sample_stride}")
         if self.min_sample_rows < 0:
             raise ValueError(f"method.min_sample_rows must be >= 0, got {self.min_sample_rows}")
+        if self.max_sample_rows < 0:
+            raise ValueError(f"method.max_sample_rows must be >= 0, got {self.max_sample_rows}")
         if self.thresholds == "manual":
             if len(self.manual_ratios) != self.num_chunks:
                 raise ValueError(
@@ -132,6 +136,7 @@ class FiitedConfig(MethodConfig):
             pool=self.pool, normalise=self.normalise, layout=self.layout,
             regrow_init=self.regrow_init, sampling=self.sampling, sample_frac=self.sample_frac,
             sample_stride=self.sample_stride, min_sample_rows=self.min_sample_rows,
+            max_sample_rows=self.max_sample_rows,
             index_reserve=self.index_reserve)
 
 
@@ -153,6 +158,7 @@ class Fiited(EmbeddingMethod):
         self.total_rows = sum(rows)
         run_seed = self.seed if cfg.seed is None else int(cfg.seed)
         self.generator = torch.Generator().manual_seed(run_seed + 0x5F1173D)
+        self.init_seed = (run_seed * 0x9E3779B1 + 0x5F1173D) & 0x7FFFFFFF  # keyed draws
         self.projection = (ProjectionPadding(len(rows), K, self.chunk_width)
                            if cfg.padding == "projection" else None)
         chunks, num_entries, max_live = self._sizes(rows)
@@ -169,7 +175,6 @@ class Fiited(EmbeddingMethod):
         self.steps = 0
         self.events = 0
         self.first_access_allocs = 0
-        self._stats_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         if cfg.budget_scope == "total" and cfg.thresholds == "adaptive":
             limit = cfg.budget * self.uniform_reference()[1]
             if self.memory().total > limit:  # pragma: no cover - sizing bug guard
@@ -202,7 +207,7 @@ class Fiited(EmbeddingMethod):
         cfg: FiitedConfig = self.config
         K = self.num_chunks
         groups = 1 if cfg.pool == "shared" else len(self.tables)
-        fixed = (ChunkStore.geometry_bytes(len(self.tables), groups)
+        fixed = (ChunkStore.geometry_bytes(len(self.tables), groups, K)
                  + tensor_bytes(self.num_rows, self.table_offsets)
                  + (self.projection.extra_bytes() if self.projection is not None else 0))
         per_entry = ChunkStore.bytes_per_entry(K, R, cfg.index) + 4 * K      # + utilities
@@ -221,7 +226,7 @@ class Fiited(EmbeddingMethod):
         while chunks >= 1 and total(chunks) > limit:
             chunks -= 1
         if chunks < 1:
-            raise ValueError(
+            raise BudgetInfeasible(
                 f"method.budget={cfg.budget} with method.budget_scope=total allows {limit:.0f} "
                 f"bytes, too few for any chunk next to the metadata (index={cfg.index}: "
                 f"{per_entry} bytes per entry, {R} rows): raise method.budget, lower "
@@ -271,13 +276,13 @@ class Fiited(EmbeddingMethod):
         new_entries = uniq[new]
         if new_entries.numel() == 0:
             return
-        new_entries = new_entries[busiest_first(new_entries, counts[new])]
+        keys = self.store.row_keys(self.store.rows_of_entries(new_entries), self.init_seed)
+        new_entries = new_entries[busiest_first(keys, counts[new])]
         K = self.num_chunks
         flat = (new_entries.unsqueeze(0) * K
                 + torch.arange(K, device=entries.device).unsqueeze(1)).reshape(-1)
-        granted = self.store.allocate(flat, self.config.first_access_init, self.generator)
+        granted = self.store.allocate(flat, self.config.first_access_init, self.init_seed)
         self.first_access_allocs += int(granted.sum())
-        self._stats_cache = None
 
     def on_step(self, step: int) -> dict[str, float]:
         """Advance the utility clock; run a pruning event when the schedule says so.
@@ -303,7 +308,6 @@ class Fiited(EmbeddingMethod):
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         self.events += 1
-        self._stats_cache = None
         metrics["prune/event_seconds"] = seconds
         metrics["prune/events"] = float(self.events)
         metrics["prune/first_access_allocs"] = float(self.first_access_allocs)
@@ -312,16 +316,8 @@ class Fiited(EmbeddingMethod):
         return metrics
 
     def _table_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(kept chunks [F, K], entries [F]) per table; O(entries), cached between changes."""
-        if self._stats_cache is None:
-            s = self.store
-            if s.keys is None:
-                entries = s.table_rows.cpu()
-            else:
-                tables = s.table_of_entries()
-                entries = torch.bincount(tables[tables >= 0], minlength=len(self.tables)).cpu()
-            self._stats_cache = (s.kept_per_table(), entries)
-        return self._stats_cache
+        """(kept chunks [F, K], entries [F]) per table: the store's maintained counters."""
+        return self.store.kept_per_table(), self.store.entries_per_table()
 
     def memory(self) -> MemoryReport:
         uw, ut = self.uniform_reference()
@@ -354,11 +350,11 @@ class Fiited(EmbeddingMethod):
     def get_extra_state(self) -> dict:
         return {"steps": self.steps, "events": self.events,
                 "first_access_allocs": self.first_access_allocs,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "init_seed": self.init_seed}
 
     def set_extra_state(self, state: dict) -> None:
         self.steps = int(state["steps"])
         self.events = int(state["events"])
         self.first_access_allocs = int(state["first_access_allocs"])
         self.generator.set_state(state["generator"])
-        self._stats_cache = None
+        self.init_seed = int(state.get("init_seed", self.init_seed))

@@ -1,16 +1,21 @@
 """Pruning events: sample utilities, pick thresholds, evict below, allocate above.
 
-One event, vectorised over entries (loops run over tables, groups or chunk positions only):
+One event, vectorised over entries in bounded blocks (loops run over blocks, tables, groups or
+chunk positions only; no temporary has one element per virtual row):
 
-1. sample the live entries of every table (``random``: each with probability p_t; ``stride``:
-   every s-th from a rotating offset, as ITEP does); a sampled entry stands for n_t / |S_t|;
+1. sample the live entries of every table (``random``: each with probability p_t, a draw
+   keyed by (table, id); ``stride``: ids = step mod s, as ITEP does); a sampled entry stands
+   for n_t / |S_t|;
 2. score = utility, divided per table by a scale (``pool: shared`` with ``normalise``) so the
    shared budget flows to the tables that need it; ``layout: prefix`` scores chunk k by the
    minimum over chunks <= k, so a row keeps a prefix: a true per-row dimension;
 3. thresholds per group: ``adaptive`` one tau with the estimated count above tau equal to the
    group's capacity; ``manual`` one tau_k per position at the given pruned fraction p_k;
 4. margin = score - tau; evict present chunks with margin <= 0 (slots go back on the stack),
-   then allocate absent chunks with margin > 0, highest first, while the stack has slots.
+   then allocate absent chunks with margin > 0, highest first, while the stack has slots;
+   then the exact top-up: slots still free go to the best remaining chunks with u > 0 by
+   exact rank (present ones below tau are spared instead of evicted), so kept == capacity
+   whenever that many chunks have u > 0, ties included (``fiited.selection``).
    Never more than capacity; a slot has one owner (see ``ChunkStore.check_invariants``);
 5. hashed index: drop the least useful entries so that ``index_reserve`` of the entry
    capacity is free for rows not seen yet.
@@ -23,7 +28,9 @@ from typing import List
 
 import torch
 
-from fiited.store import ChunkStore, ranks_within_groups
+from fiited.keyed import keyed_uniform, seed32
+from fiited.selection import Margins, TopK
+from fiited.store import ChunkStore, blocks
 from fiited.utility import ChunkUtility
 
 THRESHOLDS = ("adaptive", "manual")
@@ -68,43 +75,65 @@ class PrunePolicy:
     sample_frac: float = 0.05
     sample_stride: int = 23
     min_sample_rows: int = 64
+    max_sample_rows: int = 16384
     index_reserve: float = 0.1
 
 
 # ---- sampling -------------------------------------------------------------------------------
-def sample_entries(tables: torch.Tensor, num_tables: int, policy: PrunePolicy,
-                   generator: torch.Generator, step: int
+def sample_entries(store: ChunkStore, policy: PrunePolicy, seed: int, step: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample the live entries of every table (``tables`` [E]: table of each entry, -1 empty).
+    """Sample the live entries of every table, in bounded blocks over the entries.
 
     Returns (entries [S], weights [S] = n_t / S_t: how many entries each stands for, tables
-    [S]). A table is sampled at fraction max(sample_frac, min_sample_rows / n_t); a table whose
-    sample came out empty is taken whole.
+    [S]). A table is sampled at fraction max(sample_frac, min_sample_rows / n_t), at most
+    max_sample_rows / n_t (0: no cap; the exact top-up absorbs the estimate's error, so a
+    bounded sample costs little accuracy and keeps the event's memory bounded); a table
+    whose sample came out empty is taken whole. Whether (table, id) is picked depends only on them
+    (``random``: a keyed draw with this event's ``seed``; ``stride``: id mod s = step mod s),
+    so any sharding of the tables picks the same entries.
     """
-    device = tables.device
-    live = (tables >= 0).nonzero().squeeze(1)
-    order = torch.sort(tables[live], stable=True).indices
-    entries, tabs = live[order], tables[live][order]          # by table, entry order within
-    rank, counts = ranks_within_groups(tabs, num_tables)
+    F = store.table_rows.numel()
+    counts = store.live_per_table
     n = counts.double().clamp_min(1)
     frac = torch.clamp(torch.maximum(torch.full_like(n, policy.sample_frac),
                                      policy.min_sample_rows / n), max=1.0)
-    if policy.sampling == "random":
-        draw = torch.rand(entries.numel(), generator=generator, dtype=torch.float64).to(device)
-        pick = draw < frac[tabs]
-    else:
-        stride = torch.full_like(counts, policy.sample_stride)
-        if policy.min_sample_rows > 0:
-            stride = torch.minimum(stride, torch.div(counts, policy.min_sample_rows,
-                                                     rounding_mode="floor").clamp_min(1))
-        offset = step % stride
-        s, o = stride[tabs], offset[tabs]
-        pick = (rank >= o) & ((rank - o) % s == 0)
-    picked = torch.bincount(tabs[pick], minlength=num_tables)
-    pick |= (picked == 0)[tabs]                                # empty sample: take the table
-    picked = torch.bincount(tabs[pick], minlength=num_tables)
+    stride = torch.full_like(counts, policy.sample_stride)
+    if policy.min_sample_rows > 0:
+        stride = torch.minimum(stride, torch.div(counts, policy.min_sample_rows,
+                                                 rounding_mode="floor").clamp_min(1))
+    if policy.max_sample_rows > 0:
+        frac = torch.minimum(frac, policy.max_sample_rows / n)
+        stride = torch.maximum(stride, torch.div(counts + policy.max_sample_rows - 1,
+                                                 policy.max_sample_rows, rounding_mode="floor"))
+    offset = step % stride
+
+    def picks(whole: torch.Tensor | None):
+        out_e, out_t = [], []
+        for a, b in blocks(store.num_entries):
+            e = torch.arange(a, b, device=counts.device)
+            rows = store.rows_of_entries(e)
+            live = rows >= 0
+            e, rows = e[live], rows[live]
+            tabs, ids = store.ids_of_rows(rows)
+            if whole is not None:
+                pick = whole[tabs]
+            elif policy.sampling == "random":
+                pick = keyed_uniform(seed, tabs, ids) < frac[tabs]
+            else:
+                pick = ids % stride[tabs] == offset[tabs]
+            out_e.append(e[pick])
+            out_t.append(tabs[pick])
+        return torch.cat(out_e), torch.cat(out_t)
+
+    entries, tabs = picks(None)
+    picked = torch.bincount(tabs, minlength=F)
+    empty = (picked == 0) & (counts > 0)
+    if bool(empty.any()):                                      # empty sample: take the table
+        more_e, more_t = picks(empty)
+        entries, tabs = torch.cat([entries, more_e]), torch.cat([tabs, more_t])
+        picked = torch.bincount(tabs, minlength=F)
     weights = counts.double() / picked.double().clamp_min(1)
-    return entries[pick], weights[tabs[pick]], tabs[pick]
+    return entries, weights[tabs], tabs
 
 
 # ---- thresholds -----------------------------------------------------------------------------
@@ -190,36 +219,40 @@ def _clean(name: str) -> str:
 
 def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
               generator: torch.Generator, step: int, table_names: list[str]) -> dict[str, float]:
-    """One pruning event on ``store``; returns its metrics (timing is the caller's)."""
+    """One pruning event on ``store``; returns its metrics (timing is the caller's).
+
+    Every pass runs over the entries in bounded blocks (``store.blocks``): temporaries are
+    O(block + sample + chunks that change), never O(virtual rows).
+    """
     K = store.num_chunks
     F = len(table_names)
     G = store.num_groups
     device = store.addr.device
+    seed = seed32(generator)                               # this event's keyed draws
 
     u = utility.values()
     utility.event_decay()
-    tables = store.table_of_entries()                     # [E], -1 = empty hashed slot
-    live = tables >= 0
-    idx, weights, stab = sample_entries(tables, F, policy, generator, step)
+    idx, weights, stab = sample_entries(store, policy, seed, step)
 
-    # Scores: utilities divided by a per-table scale (shared pool), a transient [E, K].
-    scales = torch.ones(F + 1)
+    # Scores: utilities divided by a per-table scale (shared pool).
+    scales = torch.ones(F + 1, device=device)
+    sampled = u[idx]
     if policy.pool == "shared" and policy.normalise != "none":
         for t in range(F):
-            scales[t] = table_scale(u[idx[stab == t]], policy.normalise)
-    tab_or_none = torch.where(live, tables, torch.full_like(tables, F))
-    score = u / scales.to(device)[tab_or_none].unsqueeze(1)
+            scales[t] = table_scale(sampled[stab == t], policy.normalise)
+    sampled = sampled / scales[stab].unsqueeze(1)
 
     # Thresholds per group (and per position for manual), from the sample.
     caps = store.group_cap.tolist()
     group_of_table = store.table_group
     sgroup = group_of_table[stab]
-    population = torch.bincount(group_of_table[tables[live]], minlength=G).tolist()
+    population = torch.zeros(G, dtype=torch.int64, device=device).index_add_(
+        0, group_of_table, store.live_per_table).tolist()
     taus = torch.zeros(G + 1, K, dtype=torch.float64)
     taus[G] = math.inf                                    # empty slots keep nothing
     for g in range(G):
         sel = sgroup == g
-        vals, wts = score[idx[sel]], weights[sel]
+        vals, wts = sampled[sel], weights[sel]
         if policy.thresholds == "manual":
             taus[g] = manual_thresholds(vals, wts, policy.manual_ratios)
         else:
@@ -227,33 +260,56 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
                 vals = torch.cummin(vals, dim=1).values
             taus[g] = adaptive_threshold(vals.reshape(-1), wts.repeat_interleave(K), caps[g],
                                          population[g] * K)
+    margins = Margins(store, u, scales, taus, policy.layout == "prefix")
 
-    best = score.max(dim=1).values if store.keys is not None else None   # entry ranking
-    # Margins, in place: score - tau of the entry's group; prefix -> running minimum.
-    group_or_none = torch.where(live, group_of_table[tables.clamp_min(0)],
-                                torch.full_like(tables, G))
-    score -= taus.to(device=device, dtype=score.dtype)[group_or_none]
-    if policy.layout == "prefix":
-        score = torch.cummin(score, dim=1).values
-    keep = score > 0
-    present = store.present()
+    # Pass 1: how many chunks each group evicts (present, margin <= 0) and wants (absent, > 0).
+    evict_n = torch.zeros(G, dtype=torch.int64)
+    want_n = torch.zeros(G, dtype=torch.int64)
+    for a, b in blocks(store.num_entries):
+        m = margins.block(a, b)
+        evict_n += m.count(m.present & ~m.keep)
+        want_n += m.count(~m.present & m.keep)
+    avail = store.free_top.cpu() + evict_n
+    # Pass 2, where a group cannot take every wanted chunk: reject its lowest-ranked wanted
+    # ones; where it has slots left over: the exact top-up, the best remaining chunks with
+    # u > 0 (present ones below tau are then spared, absent ones allocated).
+    over = (want_n - avail).clamp_min(0)
+    left = (avail - want_n).clamp_min(0)
+    rejected = TopK(store, over.tolist(), largest=False)
+    topped = TopK(store, left.tolist(), largest=True)
+    if int(over.sum()) or int(left.sum()):
+        for a, b in blocks(store.num_entries):
+            m = margins.block(a, b)
+            if int(over.sum()):
+                rejected.add(m, ~m.present & m.keep)
+            if int(left.sum()):
+                topped.add(m, ~m.keep & m.positive)
+    rejected_flat, topped_flat = rejected.result(), topped.result()
 
-    evict = (present & ~keep).view(-1).nonzero().squeeze(1)
-    store.evict(evict)
-    cand = (~present & keep).view(-1).nonzero().squeeze(1)
-    prio = score.view(-1)[cand]
-    order = torch.sort(prio, descending=True, stable=True).indices
-    granted = store.allocate(cand[order], policy.regrow_init, generator)
-    allocated = int(granted.sum())
+    # Pass 3: evict everything below tau but the spared, then allocate (every request is
+    # granted: the counts above say the slots exist).
+    evicted = allocated = 0
+    for a, b in blocks(store.num_entries):
+        m = margins.block(a, b)
+        go = m.flat(m.present & ~m.keep & ~m.member(topped_flat))
+        store.evict(go)
+        evicted += go.numel()
+    for a, b in blocks(store.num_entries):
+        m = margins.block(a, b)
+        absent = ~m.present
+        take = (absent & m.keep & ~m.member(rejected_flat)) | (absent & m.member(topped_flat))
+        granted = store.allocate(m.flat(take), policy.regrow_init, seed)
+        allocated += int(granted.sum())
     metrics: dict[str, float] = {}
     if store.keys is not None:
-        metrics.update(_drop_entries(store, utility, policy, best))
+        metrics.update(_drop_entries(store, utility, policy, margins, seed))
 
     kept = store.kept_per_table()                     # [F, K]
     metrics.update({
-        "prune/evicted": float(evict.numel()),
+        "prune/evicted": float(evicted),
         "prune/allocated": float(allocated),
-        "prune/wanted_not_allocated": float(cand.numel() - allocated),
+        "prune/wanted_not_allocated": float(rejected_flat.numel()),
+        "prune/topped_up": float(topped_flat.numel()),
         "prune/kept_chunks": float(kept.sum()),
         "prune/capacity": float(store.capacity),
         "prune/free_slots": float(sum(store.free_counts())),
@@ -277,27 +333,39 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
 
 
 def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
-                  best: torch.Tensor) -> dict[str, float]:
+                  margins: Margins, seed: int) -> dict[str, float]:
     """Hashed index: leave ``index_reserve`` of the entry capacity free for rows not seen yet.
 
     If more entries are live than that allows, the ones with the lowest best (normalised)
-    chunk utility go, chunks and utility history with them, and the table is rebuilt.
+    chunk score go, chunks and utility history with them, and the table is rebuilt; slots
+    their chunks held are then topped up with the best absent chunks left (u > 0).
     """
     target = store.max_live - math.ceil(policy.index_reserve * store.max_live)
-    live = (store.keys >= 0).nonzero().squeeze(1)
-    dropped = max(0, live.numel() - target)
+    dropped = max(0, store.live - target)
+    freed = 0
     if dropped:
-        order = torch.sort(best[live], descending=True, stable=True).indices
-        gone = live[order[target:]]
-        chunks = store.present()[gone].nonzero()
+        worst = TopK(store, [dropped], largest=False, per_entry=True)
+        for a, b in blocks(store.num_entries):
+            worst.add(margins.block(a, b), None)
+        gone = worst.result()                         # entries, sorted
+        present = store.addr[gone] >= 0
+        chunks = present.nonzero()
         store.evict(gone[chunks[:, 0]] * store.num_chunks + chunks[:, 1])
+        freed = chunks.shape[0]
         keep = store.keys >= 0
         keep[gone] = False
         old, new = store.rebuild(keep)
         utility.move(old, new)
+        if freed:
+            free = store.free_top.tolist()
+            fill = TopK(store, free, largest=True)
+            for a, b in blocks(store.num_entries):
+                m = margins.block(a, b)
+                fill.add(m, ~m.present & m.positive)
+            store.allocate(fill.result(), policy.regrow_init, seed)
     return {"prune/entries_dropped": float(dropped), "prune/live_entries": float(store.live),
             "prune/max_probe": float(store.max_probe),
-            "prune/evicted_with_entries": float(chunks.shape[0] if dropped else 0)}
+            "prune/evicted_with_entries": float(freed)}
 
 
 def _finite(x: float) -> float:

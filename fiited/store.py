@@ -28,23 +28,31 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fiited.interface import dlrm_init
 from fiited.kernels.cpu import hash_find
+from fiited.keyed import keyed_hash, keyed_init
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
 
 INITS = ("zero", "random")
 INDEXES = ("direct", "hashed")
 _HASH = 2654435761          # Knuth's multiplicative constant; rows < 2**32 keep products < 2**63
+EVENT_BLOCK = 1 << 16       # entries per block of an event / report pass (bounded temporaries)
 
 
-def busiest_first(items: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Order of ``items`` by occurrence count (descending), ties in a hashed order rather than
-    by id: ids are grouped by table, so 'smallest first' would hand everything to the first
-    tables whenever demand exceeds supply."""
-    scrambled = torch.sort((items * _HASH) % 4294967291, stable=True).indices
+def busiest_first(keys: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Order by occurrence count (descending), ties by ``keys`` (a hash of (table, id)) rather
+    than by id: ids are grouped by table, so 'smallest first' would hand everything to the
+    first tables whenever demand exceeds supply, and global rows differ between shardings."""
+    scrambled = torch.sort(keys, stable=True).indices
     by_count = torch.sort(counts[scrambled], descending=True, stable=True).indices
     return scrambled[by_count]
+
+
+def blocks(n: int, size: int = 0):
+    """[a, b) ranges covering 0..n in blocks of ``size`` (EVENT_BLOCK by default)."""
+    size = size or EVENT_BLOCK
+    for a in range(0, n, size):
+        yield a, min(n, a + size)
 
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -121,6 +129,13 @@ class ChunkStore(nn.Module):
         self.register_buffer("table_group", torch.tensor([int(g) for g in table_group],
                                                          dtype=torch.int64), persistent=False)
         self._free_host = caps.tolist()
+        # Incrementally maintained counts (derived state, rebuilt on load): kept chunks per
+        # (table, position) and live entries per table, so reports never scan the entries.
+        F = rows.numel()
+        self.register_buffer("kept", torch.zeros(F, self.num_chunks, dtype=torch.int64),
+                             persistent=False)
+        self.register_buffer("live_per_table", rows.clone() if index == "direct"
+                             else torch.zeros(F, dtype=torch.int64), persistent=False)
 
     # ---- geometry --------------------------------------------------------------------------
     @property
@@ -168,6 +183,22 @@ class ChunkStore(nn.Module):
             return torch.zeros_like(entries)
         return self.table_group[self.table_of_entries(entries)]
 
+    def ids_of_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(table, id within the table) of virtual rows (>= 0)."""
+        tables = self.table_of_rows(rows)
+        return tables, rows - (self.table_ends - self.table_rows)[tables]
+
+    def chunk_keys(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(table, id, position) of chunks ``flat`` = entry*K + k of live entries."""
+        entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
+        tables, ids = self.ids_of_rows(self.rows_of_entries(entries))
+        return tables, ids, flat - entries * self.num_chunks
+
+    def row_keys(self, rows: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """A hash of (table, id) of each row: tie-break order that sharding does not change."""
+        tables, ids = self.ids_of_rows(rows)
+        return keyed_hash(seed, tables, ids)
+
     @staticmethod
     def bytes_per_chunk(chunk_width: int, optim: SparseOptimConfig) -> int:
         """Pool floats + optimizer state + one free-stack entry, per slot of capacity."""
@@ -181,8 +212,9 @@ class ChunkStore(nn.Module):
         return 4 * num_chunks + (4 if total_rows < 2 ** 31 else 8)
 
     @staticmethod
-    def geometry_bytes(num_tables: int, num_groups: int) -> int:
-        return 8 * (3 * num_groups + 3 * num_tables)
+    def geometry_bytes(num_tables: int, num_groups: int, num_chunks: int) -> int:
+        """Group and table geometry plus the kept/live counters (int64 each)."""
+        return 8 * (3 * num_groups + 4 * num_tables + num_tables * num_chunks)
 
     def weights_bytes(self) -> int:
         return tensor_bytes(self.pool)
@@ -193,7 +225,7 @@ class ChunkStore(nn.Module):
     def index_bytes(self) -> int:
         return tensor_bytes(self.addr, self.keys, self.free_stack, self.free_top,
                             self.group_start, self.group_cap, self.table_rows, self.table_ends,
-                            self.table_group)
+                            self.table_group, self.kept, self.live_per_table)
 
     # ---- the hashed index ------------------------------------------------------------------
     def _home(self, rows: torch.Tensor) -> torch.Tensor:
@@ -239,6 +271,9 @@ class ChunkStore(nn.Module):
             pending = pending[~done[pending]]
             probe[pending] += 1
         self.live += rows.numel()
+        if rows.numel():
+            self.live_per_table += torch.bincount(self.table_of_rows(rows),
+                                                  minlength=self.live_per_table.numel())
         return entries
 
     def entries_of(self, rows: torch.Tensor, insert: bool) -> torch.Tensor:
@@ -255,7 +290,7 @@ class ChunkStore(nn.Module):
                 return found
             uniq, counts = torch.unique(rows[absent], return_counts=True)
             if uniq.numel() > self.max_live - self.live:
-                uniq = uniq[busiest_first(uniq, counts)[: self.max_live - self.live]]
+                uniq = uniq[busiest_first(self.row_keys(uniq), counts)[: self.max_live - self.live]]
             self._insert(uniq)
             where = absent.nonzero().squeeze(1)
             found[where] = hash_find(self.keys, rows[where], _HASH, self.max_probe)
@@ -266,7 +301,7 @@ class ChunkStore(nn.Module):
             missing = (found < 0).nonzero().squeeze(1)
             if missing.numel():
                 if missing.numel() > self.max_live - self.live:
-                    order = busiest_first(uniq[missing], counts[missing])
+                    order = busiest_first(self.row_keys(uniq[missing]), counts[missing])
                     missing = missing[order[: self.max_live - self.live]]
                 found[missing] = self._insert(uniq[missing])
         return found[inverse]
@@ -279,6 +314,7 @@ class ChunkStore(nn.Module):
         self.keys.fill_(-1)
         self.max_probe = 0
         self.live = 0
+        self.live_per_table.zero_()
         new = self._insert(rows)
         addr = torch.full_like(self.addr, -1)
         addr[new] = self.addr[old]
@@ -286,13 +322,38 @@ class ChunkStore(nn.Module):
         return old, new
 
     def _recount(self) -> None:
-        """Live count and longest probe distance, from the keys (after loading a state)."""
-        if self.keys is None:
+        """Counts derived from the entries (after loading a state), in bounded blocks: kept
+        chunks per (table, position); hashed: live entries, per table, longest probe."""
+        F, K = self.table_rows.numel(), self.num_chunks
+        kept = torch.zeros(F * K, dtype=torch.int64, device=self.addr.device)
+        live = torch.zeros(F, dtype=torch.int64, device=self.addr.device)
+        self.max_probe = 0
+        for a, b in blocks(self.num_entries):
+            e = torch.arange(a, b, device=self.addr.device)
+            tables = self.table_of_entries(e)
+            ok = tables >= 0
+            cells = (self.addr[a:b] >= 0) & ok.unsqueeze(1)
+            pos = torch.arange(K, device=e.device)
+            kept += torch.bincount((tables.clamp_min(0).unsqueeze(1) * K + pos)[cells],
+                                   minlength=F * K)
+            if self.keys is not None:
+                live += torch.bincount(tables[ok], minlength=F)
+                slots = e[ok]
+                disp = (slots - self._home(self.keys[slots].long())) % self.num_entries
+                if disp.numel():
+                    self.max_probe = max(self.max_probe, int(disp.max()))
+        self.kept.copy_(kept.view(F, K))
+        if self.keys is not None:
+            self.live_per_table.copy_(live)
+            self.live = int(live.sum())
+
+    def _count_chunks(self, flat: torch.Tensor, sign: int) -> None:
+        """kept[table, k] += sign for each chunk in ``flat`` (O(chunks changed))."""
+        if flat.numel() == 0:
             return
-        slots = (self.keys >= 0).nonzero().squeeze(1)
-        self.live = slots.numel()
-        disp = (slots - self._home(self.keys[slots].long())) % self.num_entries
-        self.max_probe = int(disp.max()) if disp.numel() else 0
+        tables, _, k = self.chunk_keys(flat)
+        F, K = self.kept.shape
+        self.kept.view(-1).add_(torch.bincount(tables * K + k, minlength=F * K), alpha=sign)
 
     # ---- slot management -------------------------------------------------------------------
     def _pop(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,25 +382,26 @@ class ChunkStore(nn.Module):
         self.free_stack[pos] = slots[order].to(torch.int32)
         self.free_top.add_(counts)
 
-    def init_slots(self, slots: torch.Tensor, tables: torch.Tensor, init: str,
-                   generator: torch.Generator) -> None:
-        """Fresh chunk values (zeros, or DLRM's bound of the chunk's table) and optimizer state."""
+    def init_slots(self, slots: torch.Tensor, flat: torch.Tensor, init: str, seed: int) -> None:
+        """Fresh values for chunks ``flat`` in ``slots`` (zeros, or DLRM's bound of the chunk's
+        table, keyed by (seed, table, id, position)) and fresh optimizer state."""
         if slots.numel() == 0:
             return
         if init == "zero":
             self.pool[slots] = 0.0
         elif init == "random":
-            bound_rows = self.table_rows[tables].cpu()
-            values = dlrm_init(slots.numel(), self.chunk_width, bound_rows, generator)
-            self.pool[slots] = values.to(self.pool.device)
+            tables, ids, k = self.chunk_keys(flat)
+            self.pool[slots] = keyed_init(seed, tables, ids, k, self.chunk_width,
+                                          self.table_rows[tables])
         else:
             raise ValueError(f"unknown chunk init {init!r}; expected one of {INITS}")
         if self.opt_state.numel():
             self.opt_state[slots] = float(self.optim.initial_accumulator)
 
-    def allocate(self, flat: torch.Tensor, init: str, generator: torch.Generator) -> torch.Tensor:
+    def allocate(self, flat: torch.Tensor, init: str, seed: int) -> torch.Tensor:
         """Give slots to absent chunks ``flat`` (= entry*K + k, priority order within each
-        group) while their group has free slots. Returns the mask of chunks that got one."""
+        group) while their group has free slots. Returns the mask of chunks that got one.
+        ``init: random`` values are keyed by (``seed``, table, id, position)."""
         flat = flat.long()
         if flat.numel() == 0:
             return torch.zeros(0, dtype=torch.bool, device=flat.device)
@@ -347,7 +409,8 @@ class ChunkStore(nn.Module):
         granted, slots = self._pop(self.group_of_entries(entries))
         got = flat[granted]
         self.addr.view(-1)[got] = slots.to(torch.int32)
-        self.init_slots(slots, self.table_of_entries(entries[granted]), init, generator)
+        self.init_slots(slots, got, init, seed)
+        self._count_chunks(got, +1)
         self._sync_free()
         return granted
 
@@ -363,6 +426,7 @@ class ChunkStore(nn.Module):
         cells[flat] = -1
         entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
         self._push(slots, self.group_of_entries(entries))
+        self._count_chunks(flat, -1)
         self._sync_free()
 
     def fill_all(self, values: torch.Tensor) -> None:
@@ -373,6 +437,7 @@ class ChunkStore(nn.Module):
         self.addr.copy_(torch.arange(n, dtype=torch.int32).view_as(self.addr))
         self.pool.copy_(values.reshape(n, self.chunk_width))
         self.free_top.zero_()
+        self.kept.copy_(self.table_rows.unsqueeze(1).expand_as(self.kept))
         self._sync_free()
 
     # ---- reports ---------------------------------------------------------------------------
@@ -380,25 +445,24 @@ class ChunkStore(nn.Module):
         return self.addr >= 0
 
     def kept_per_table(self) -> torch.Tensor:
-        """[F, K] present chunks per table and position (O(entries): reports and events only)."""
-        F = self.table_rows.numel()
-        tables = self.table_of_entries()
-        live = tables >= 0
-        out = torch.zeros(F * self.num_chunks, dtype=torch.int64, device=self.addr.device)
-        idx = (tables[live].unsqueeze(1) * self.num_chunks
-               + torch.arange(self.num_chunks, device=self.addr.device))
-        out.index_add_(0, idx.reshape(-1), self.present()[live].long().reshape(-1))
-        return out.view(F, self.num_chunks).cpu()
+        """[F, K] present chunks per table and position: a counter kept up to date by
+        allocate/evict (O(F*K) to read; no pass over the entries)."""
+        return self.kept.cpu().clone()
+
+    def entries_per_table(self) -> torch.Tensor:
+        """[F] live entries per table (direct: its rows), maintained like ``kept``."""
+        return self.live_per_table.cpu().clone()
 
     def widths_per_table(self) -> torch.Tensor:
-        """[F, K+1] rows per table by number of kept chunks (rows without an entry: 0)."""
+        """[F, K+1] rows per table by number of kept chunks (rows without an entry: 0); one
+        pass over the entries in bounded blocks (reports only)."""
         F, K = self.table_rows.numel(), self.num_chunks
-        tables = self.table_of_entries()
-        live = tables >= 0
-        chunks = self.present()[live].sum(1)
         out = torch.zeros(F * (K + 1), dtype=torch.int64, device=self.addr.device)
-        out.index_add_(0, tables[live] * (K + 1) + chunks,
-                       torch.ones_like(chunks, dtype=torch.int64))
+        for a, b in blocks(self.num_entries):
+            tables = self.table_of_entries(torch.arange(a, b, device=self.addr.device))
+            live = tables >= 0
+            chunks = (self.addr[a:b][live] >= 0).sum(1)
+            out += torch.bincount(tables[live] * (K + 1) + chunks, minlength=F * (K + 1))
         out = out.view(F, K + 1).cpu()
         out[:, 0] += self.table_rows.cpu() - out.sum(1)
         return out
@@ -440,6 +504,10 @@ class ChunkStore(nn.Module):
             assert torch.equal(self._find(rows), live), "a live key is not found at its entry"
             assert bool((self.addr[self.keys < 0] < 0).all()), "an empty entry owns a chunk"
         assert self._free_host == tops, "host mirror of free counts is stale"
+        kept, live = self.kept.clone(), self.live_per_table.clone()
+        self._recount()
+        assert torch.equal(self.kept, kept), "kept-chunk counters are stale"
+        assert torch.equal(self.live_per_table, live), "live-entry counters are stale"
 
     # ---- resume ----------------------------------------------------------------------------
     def get_extra_state(self) -> dict:

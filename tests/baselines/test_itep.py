@@ -46,13 +46,13 @@ def test_utility_counts_accesses_and_decays_by_0_98_per_event():
 
 
 def test_stride_sampling_takes_every_23rd_row_from_a_rotating_offset():
-    policy = itep().policy
-    tables = torch.repeat_interleave(torch.arange(2), torch.tensor([40, 230]))
-    entries, weights, tabs = sample_entries(tables, 2, policy, torch.Generator(), step=5)
+    m = itep()
+    policy = m.policy
+    entries, weights, tabs = sample_entries(m.store, policy, seed=0, step=5)
     assert entries[tabs == 1].tolist() == [40 + r for r in range(5, 230, 23)]
     assert weights[tabs == 1].tolist() == pytest.approx([230 / 10] * 10)
     assert entries[tabs == 0].tolist() == [5, 28]
-    entries, _, tabs = sample_entries(tables, 2, policy, torch.Generator(), step=6)
+    entries, _, tabs = sample_entries(m.store, policy, seed=0, step=6)
     assert entries[tabs == 1][0] == 46
 
 

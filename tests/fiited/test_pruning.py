@@ -276,3 +276,100 @@ def _assert_absent_chunks_read_zero(m, tables, g):
         # Projection maps the kept width to D: only rows without any chunk must read zero.
         empty = absent.all(dim=2)
         assert bool((out[empty] == 0).all())
+
+
+# ---- exact top-up ---------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(k=st.sampled_from([1, 2, 4]), pool=st.sampled_from(["shared", "per_table"]),
+       layout=st.sampled_from(["any", "prefix"]), index=st.sampled_from(["direct", "hashed"]),
+       frac=st.sampled_from([0.05, 0.3, 1.0]), budget=st.sampled_from([0.1, 0.4, 0.8]),
+       levels=st.integers(1, 4), zeros=st.sampled_from([0.0, 0.5, 0.9]),
+       seed=st.integers(0, 10 ** 6))
+def test_exact_top_up_fills_capacity_ties_included(k, pool, layout, index, frac, budget, levels,
+                                                   zeros, seed):
+    """Utilities from a few levels (ties everywhere) and a random present set: after an event
+    every group keeps exactly its capacity whenever it has that many chunks with u > 0."""
+    tables = [TableSpec("a", 37), TableSpec("b", 91), TableSpec("c", 5)]
+    m = build(tables, budget=budget, num_chunks=k, pool=pool, layout=layout, index=index,
+              sample_frac=frac, min_sample_rows=0, first_access_alloc=False,
+              index_entries=4.0, index_reserve=0.0, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    s = m.store
+    if index == "hashed":                                   # some rows get entries
+        s.entries_of(torch.randperm(133, generator=g)[: s.max_live], insert=True)
+    live = s.rows_of_entries() >= 0
+    u = torch.randint(1, levels + 1, (s.num_entries, k), generator=g).float()
+    u[torch.rand(u.shape, generator=g) < zeros] = 0.0
+    u[~live] = 0.0
+    m.utility.util.copy_(u)
+    # A random present set; for prefix a random prefix per row (what events maintain).
+    length = torch.randint(0, k + 1, (s.num_entries,), generator=g)
+    want = (torch.arange(k) < length.unsqueeze(1)) & live.unsqueeze(1)
+    cells = want.t().reshape(-1).nonzero().squeeze(1)          # position-major
+    cells = (cells % s.num_entries) * k + cells // s.num_entries
+    if layout == "any":
+        cells = cells[torch.randperm(cells.numel(), generator=g)]
+    s.allocate(cells, "zero", 0)
+    m.prune_now()
+    s.check_invariants()
+    kept = s.kept_per_table()
+    score = u if layout == "any" else torch.cummin(u, dim=1).values
+    groups = s.table_group[s.table_of_entries(torch.arange(s.num_entries)).clamp_min(0)]
+    for grp in range(s.num_groups):
+        cap = int(s.group_cap[grp])
+        mine = [t for t in range(3) if int(s.table_group[t]) == grp]
+        have = int(kept[mine].sum())
+        positive = int(((score > 0) & live.unsqueeze(1))[groups == grp].sum())
+        assert have <= cap
+        if positive >= cap:
+            assert have == cap, f"group {grp}: kept {have} of capacity {cap}"
+    if layout == "prefix":
+        p = s.present().int()
+        assert bool((p[:, 1:] <= p[:, :-1]).all()), "prefix layout violated"
+
+
+# ---- bounded memory ---------------------------------------------------------------------------
+EVENT_MEMORY = r"""
+import sys, torch
+from fiited import SparseOptimConfig, TableSpec, build_method
+torch.set_num_threads(1)
+rows, index = int(sys.argv[1]), sys.argv[2]
+tables = [TableSpec("big", rows - 1000), TableSpec("small", 1000)]
+m = build_method({"name": "fiited", "budget": 0.01, "num_chunks": 1, "index": index,
+                  "budget_scope": "weights", "schedule": {"warmup": [], "interval": 10 ** 9}},
+                 tables, 4, SparseOptimConfig(name="sgd"), seed=0)
+g = torch.Generator().manual_seed(0)
+for _ in range(3):
+    ids = torch.stack([torch.randint(0, t.num_rows, (4096,), generator=g) for t in tables], 1)
+    m(ids).sum().backward()
+    m.on_step(m.steps + 1)
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) * 1024
+for b in m.buffers():
+    b.add_(0)                                          # fault in every page the state owns
+open("/proc/self/clear_refs", "w").write("5")          # reset the peak to the current RSS
+before = hwm()
+m.memory(); m.prune_now(); m.memory(); m.dims()
+print(hwm() - before, m.memory().total)
+"""
+
+
+@pytest.mark.parametrize("index", ["direct", "hashed"])
+def test_no_event_allocates_an_array_per_virtual_row(tmp_path, index):
+    """An event (and memory(), dims()) on 10M virtual rows raises the process peak by far less
+    than one int64 per virtual row (80 MB): temporaries are per block, not per row."""
+    import os
+    import subprocess
+    import sys
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux /proc to reset the peak RSS")
+    script = tmp_path / "event_memory.py"
+    script.write_text(EVENT_MEMORY)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(script), str(10 ** 7), index], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    extra, ledger = (int(x) for x in out.stdout.split())
+    assert extra < 16 * 2 ** 20, f"event raised the peak by {extra / 2 ** 20:.1f} MiB"
