@@ -25,7 +25,7 @@ from benchmark.errors import UserError
 from benchmark.metrics import eval_metrics, percentile_ms
 from benchmark.dcn import build_head
 from benchmark.model import DLRM, ModelConfig
-from benchmark.peak import PeakMeter, peak_rss_bytes  # noqa: F401 (re-exported)
+from benchmark.peak import PeakMeter, peak_rss_bytes, warm_up  # noqa: F401 (re-exported)
 from fiited.interface import EmbeddingMethod, TableSpec
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
@@ -146,6 +146,7 @@ class Trainer:
         self.tables = [TableSpec(n, int(c)) for n, c in zip(m.feature_names, m.cardinalities)]
         self.sparse_opt = SparseOptimConfig(**OmegaConf.to_container(tc.sparse_optimizer))
         self.model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+        warm_up(self.device)
         self.meter = PeakMeter(self.device)  # baseline: interpreter, torch, data
         self.emb: EmbeddingMethod = self.build_embeddings()
         self.emb.validate_ids = bool(tc.validate_ids)
