@@ -4,7 +4,8 @@ The oracle runs one ``nn.EmbeddingBag(sparse=True)`` per chunk over the pool plu
 (absent chunks, -1, point there), takes its sparse gradient and applies SGD / row-wise Adagrad
 written out by hand. Backends: reference, CPU native core, CPU torch fallback, and Triton under
 ``TRITON_INTERPRET=1`` (in a subprocess: the interpreter must be on before triton is imported;
-``python tests/fiited/test_kernels_bags.py triton`` runs the same checks there).
+``python tests/fiited/test_kernels_bags.py triton`` runs the same checks there, and ``... cuda``
+runs them compiled on a GPU).
 """
 from __future__ import annotations
 
@@ -151,12 +152,31 @@ def test_triton_bag_kernels_match_embedding_bag_under_interpreter():
     assert f"CHECKED {len(CASES) * len(VARIANTS)}" in out.stdout
 
 
-def _triton_main() -> None:
+def _triton_main(device: str) -> None:
+    """The checks on Triton: interpreted on CPU tensors, or compiled on ``cuda`` (a GPU run:
+    ``python tests/fiited/test_kernels_bags.py cuda``); the oracle always runs on CPU."""
     from fiited.kernels import triton_kernels as tk
 
     tk.UPDATE_TILE = 4  # duplicates must cross program edges
-    print("CHECKED", check_backend(tk.bag_gather, tk.bag_backward_update, TOL))
+    if device == "cpu":
+        print("CHECKED", check_backend(tk.bag_gather, tk.bag_backward_update, TOL))
+        return
+
+    def on(t):
+        return None if t is None else t.to(device)
+
+    def gather(pool, rows, offsets, w, mode):
+        return tk.bag_gather(on(pool), on(rows), on(offsets), on(w), mode).cpu()
+
+    def update(pool, state, rows, offsets, grad, opt, w, mode):
+        p, s = on(pool), on(state)
+        norms = tk.bag_backward_update(p, s, on(rows), on(offsets), on(grad), opt, on(w), mode)
+        pool.copy_(p.cpu())
+        state.copy_(s.cpu())
+        return norms.cpu()
+
+    print("CHECKED", check_backend(gather, update, TOL))
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["triton"]:
-    _triton_main()
+if __name__ == "__main__" and sys.argv[1:] in (["triton"], ["cuda"]):
+    _triton_main("cpu" if sys.argv[1] == "triton" else "cuda")
