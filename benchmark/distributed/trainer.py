@@ -32,6 +32,7 @@ from benchmark.distributed.init_values import align_initial_values, sharding_dif
 from benchmark.distributed.planner import TableCost, plan_tables, table_bytes
 from benchmark.distributed.sharded import ShardedEmbedding, batch_split
 from benchmark.distributed.threshold import make_global_threshold, wants_global_threshold
+from benchmark.dcn import build_head
 from benchmark.model import DLRM
 from benchmark.train import Trainer, load_data, peak_rss_bytes
 from fiited import pruning
@@ -148,8 +149,8 @@ class DistributedTrainer(Trainer):
         return emb
 
     def build_model(self) -> DataParallelDLRM:
-        dlrm = DLRM(self.model_cfg, self.data.manifest.num_dense, self.emb).to(self.device)
-        return DataParallelDLRM(dlrm, self.ctx)
+        head = build_head(self.model_cfg, self.data.manifest.num_dense, self.emb)  # dlrm | dcn
+        return DataParallelDLRM(head.to(self.device), self.ctx)
 
     # ---- training ------------------------------------------------------------------------
     def train_step(self, batch, loss_fn) -> torch.Tensor:
