@@ -84,9 +84,10 @@ def load(path: Path, device: torch.device, config: Mapping[str, Any],
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch/pickle/zip raise many types for bad files
         msg = str(e).strip()
-        if "Weights only load failed" in msg or "Unsupported global" in msg:
-            hint = next((ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln),
-                        "it holds pickled objects")
+        unsafe = next((ln.strip() for ln in msg.splitlines()
+                       if "unsupported global" in ln.lower()), None)
+        if unsafe is not None:          # weights_only stopped at an object it would import
+            hint = unsafe
             raise CheckpointError(f"{where}: refused: the file holds more than tensors and plain "
                                   f"data ({hint.rstrip('.')}), and loading it could run code; "
                                   f"it was not written by fiited-bench") from None

@@ -17,11 +17,12 @@ import torch
 import torch.distributed as dist
 
 from benchmark.distributed.config import DistConfig
+from benchmark.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class DistributedInputError(ValueError):
+class DistributedInputError(UserError):
     """Bad input found on one rank, raised on every rank (so that none waits for the others)."""
 
 

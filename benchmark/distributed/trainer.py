@@ -10,7 +10,8 @@ What makes a run of N ranks follow the 1-process run of the same config and seed
 - initial values come from the 1-process random stream (``init_values``).
 Evaluation runs every rank on its slice of each batch and gathers the logits, so metrics are
 over the whole split, on every rank. Rank 0 alone writes outputs (MLflow: ``benchmark.app``).
-Checkpoints are one file per rank (``checkpoint.rank{r}of{N}.pt``), all in rank 0's run dir.
+Checkpoints are one file per rank and step (``checkpoint.rank{r}of{N}.step{S}.pt``), all in rank
+0's run dir, published by a manifest of the step (``checkpoint.manifest.json``) after a barrier.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from benchmark.checkpoint import CheckpointError
 from benchmark.distributed.config import DistConfig
 from benchmark.distributed.context import DistContext
 from benchmark.distributed.init_values import align_initial_values, sharding_differences
@@ -219,17 +221,84 @@ class DistributedTrainer(Trainer):
             self.tracker.log_artifacts([ranks, plan])
         return paths + [ranks, plan]
 
-    # ---- checkpoints: one file per rank --------------------------------------------------
-    def _rank_path(self, path: Path) -> Path:
+    # ---- checkpoints: one file per rank, and a manifest of the step -----------------------
+    def _rank_path(self, path: Path, rank: int | None = None, step: int | None = None) -> Path:
         path = Path(path)
-        return path.with_name(f"{path.stem}.rank{self.ctx.rank}of{self.ctx.world_size}"
-                              f"{path.suffix}")
+        r = self.ctx.rank if rank is None else rank
+        at = "" if step is None else f".step{step}"
+        return path.with_name(f"{path.stem}.rank{r}of{self.ctx.world_size}{at}{path.suffix}")
 
     def save_checkpoint(self, path: Path) -> None:
-        super().save_checkpoint(self._rank_path(path))
+        """Every rank writes its own file for this step; after a barrier rank 0 publishes the
+        manifest (the step and every rank's file) and drops the previous step's files. Until
+        the manifest names a step its files do not count, so a kill mid-save leaves the
+        previous checkpoint whole."""
+        path = Path(path)
+        super().save_checkpoint(self._rank_path(path, step=self.step))
+        self.ctx.barrier()
+        if self.ctx.rank == 0:
+            mpath = checkpoint_manifest(path)
+            old = _read_manifest(mpath) if mpath.is_file() else None
+            files = [self._rank_path(path, r, self.step) for r in range(self.ctx.world_size)]
+            manifest = {"step": self.step, "epoch": self.epoch,
+                        "world_size": self.ctx.world_size,
+                        "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files]}
+            tmp = mpath.with_name(f".{mpath.name}.tmp")
+            tmp.write_text(json.dumps(manifest, indent=2))
+            tmp.replace(mpath)
+            if old is not None and old.get("step") != self.step:
+                for f in old.get("files", []):
+                    (path.parent / f["name"]).unlink(missing_ok=True)
+        self.ctx.barrier()
 
     def load_checkpoint(self, path: Path) -> None:
-        super().load_checkpoint(self._rank_path(path))
+        """Check the manifest and every rank's file on every rank, then load this rank's;
+        any rank's problem stops all ranks with the same message."""
+        path = Path(path)
+        error, mine = None, None
+        try:
+            manifest = _read_manifest(checkpoint_manifest(path))
+            if manifest["world_size"] != self.ctx.world_size:
+                raise CheckpointError(f"train.resume={str(path)!r}: written by "
+                                      f"{manifest['world_size']} ranks, this run has "
+                                      f"{self.ctx.world_size}")
+            for f in manifest["files"]:
+                p = path.parent / f["name"]
+                if not p.is_file() or p.stat().st_size != f["bytes"]:
+                    raise CheckpointError(f"{p}: missing or not the file the checkpoint "
+                                          f"manifest lists ({f['bytes']} bytes at step "
+                                          f"{manifest['step']})")
+            mine = self._rank_path(path, step=int(manifest["step"]))
+        except CheckpointError as e:
+            error = str(e)
+        self.ctx.agree(error)
+        try:
+            super().load_checkpoint(mine)
+            if self.step != int(manifest["step"]):
+                raise CheckpointError(f"{mine}: holds step {self.step}, the manifest says "
+                                      f"{manifest['step']}")
+            error = None
+        except CheckpointError as e:
+            error = str(e)
+        self.ctx.agree(error)
+
+
+def checkpoint_manifest(path: Path) -> Path:
+    """``checkpoint.pt`` -> ``checkpoint.manifest.json`` beside it."""
+    return Path(path).with_name(f"{Path(path).stem}.manifest.json")
+
+
+def _read_manifest(mpath: Path) -> dict:
+    if not mpath.is_file():
+        raise CheckpointError(f"{mpath}: no checkpoint manifest (no distributed checkpoint "
+                              f"here, or its save did not finish)")
+    try:
+        m = json.loads(mpath.read_text())
+        if not isinstance(m, dict) or not {"step", "world_size", "files"} <= set(m):
+            raise ValueError("missing keys")
+        return m
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{mpath}: not a valid checkpoint manifest ({e})") from None
 
 
 def _dist_node(cfg: DictConfig):
