@@ -119,3 +119,33 @@ def test_cpu_names_the_out_of_range_row_and_the_grad_shape():
     with pytest.raises(ValueError, match=r"grad must be \[2, 4\]"):
         cpu.bag_backward_update(pool, torch.zeros(3), rows[:2], torch.tensor([0, 1, 2]),
                                 torch.zeros(2, 3), SparseOptimConfig())
+
+
+def test_native_bags_split_over_threads_give_the_reference_bits():
+    """Big enough that the native core splits bags, the sort and the segments over 4 threads."""
+    if cpu_native.library() is None:
+        pytest.skip(f"native core unavailable: {cpu_native.failure}")
+    gen = torch.Generator().manual_seed(5)
+    lengths = torch.randint(0, 60, (5000,), generator=gen)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    n = int(offsets[-1])
+    assert n > 140_000
+    rows = torch.randint(0, 3000, (n, 1), generator=gen, dtype=torch.int32)
+    weights = torch.rand(n, generator=gen)
+    pool, grad = torch.randn(3000, 16, generator=gen), torch.randn(5000, 16, generator=gen)
+    opt = SparseOptimConfig(name="sgd", lr=0.05)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        got = cpu.bag_gather(pool, rows, offsets, weights, "mean")
+        p1 = pool.clone()
+        n1 = cpu.bag_backward_update(p1, torch.empty(0), rows, offsets, grad, opt, weights,
+                                     "mean")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, reference.bag_gather(pool, rows, offsets, weights, "mean"))
+    p2 = pool.clone()
+    n2 = reference.bag_backward_update(p2, torch.empty(0), rows, offsets, grad, opt, weights,
+                                       "mean")
+    assert torch.equal(p1, p2)
+    torch.testing.assert_close(n1, n2, rtol=1e-5, atol=1e-6)
