@@ -22,6 +22,7 @@ no storage, they read zeros and receive no update.
 """
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass
 
@@ -36,6 +37,43 @@ from fiited.registry import register_method
 SCORES = ("magnitude", "utility")
 SCOPES = ("global", "per_table")
 _RESIZABLE = ("pool", "opt_state", "chunk_index", "utility")
+
+
+def _nth_largest(x: torch.Tensor, n: int) -> float:
+    """The n-th largest value of non-negative floats ``x`` (1 <= n <= len), by bisection over the
+    float32 bit patterns (ordered like the values): 31 counting passes, one bool mask at a time."""
+    lo, hi = 0, 0x7F800000                      # patterns of 0.0 and +inf
+    while lo < hi:                              # count(x >= value(lo)) >= n always holds
+        mid = (lo + hi + 1) // 2
+        if int(torch.count_nonzero(x >= _as_float(mid))) >= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _as_float(lo)
+
+
+def _as_float(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+def top_positions(score: torch.Tensor, tie: torch.Tensor, n: int) -> torch.Tensor:
+    """Ascending positions of the top ``n`` of ``score`` (descending), ties by ``tie``
+    (descending), then by position (ascending): what two stable sorts give, without sorting."""
+    total = score.numel()
+    if n >= total:
+        return torch.arange(total, device=score.device)
+    if n <= 0:
+        return torch.zeros(0, dtype=torch.int64, device=score.device)
+    t = _nth_largest(score, n)
+    above = (score > t).nonzero().squeeze(1)
+    ties = (score == t).nonzero().squeeze(1)
+    left = n - above.numel()
+    if left < ties.numel():
+        tv = tie[ties]
+        t2 = _nth_largest(tv, left)
+        better = ties[tv > t2]
+        ties = torch.cat([better, ties[tv == t2][:left - better.numel()]])
+    return torch.sort(torch.cat([above, ties])).values
 
 
 @dataclass
@@ -110,21 +148,18 @@ class PostPrune(EmbeddingMethod):
         return [int(b * t.num_rows * k) for t in self.tables]
 
     def select(self) -> torch.Tensor:
-        """Flat positions (row * K + k) of the kept chunks, ascending."""
-        score = self.scores().reshape(-1)
+        """Flat positions (row * K + k) of the kept chunks, ascending: the top by score, ties by
+        magnitude, then by position. Found by thresholds (``top_positions``), not a sort, so the
+        transient is the scores plus a mask, not several index arrays of the full table."""
         mag = self.chunk_magnitudes().reshape(-1)
+        score = self.utility.reshape(-1) if self.config.score == "utility" else mag
         if self.config.scope == "global":
             spans = [(0, score.numel())]
         else:
-            ends = torch.cumsum(self.num_rows, 0).tolist()
-            spans = [(s * self.k, e * self.k) for s, e in
-                     zip([0] + ends[:-1], ends)]
-        kept = []
-        for (lo, hi), n in zip(spans, self.keep_counts()):
-            by_mag = torch.argsort(mag[lo:hi], descending=True, stable=True)
-            order = by_mag[torch.argsort(score[lo:hi][by_mag], descending=True, stable=True)]
-            kept.append(order[:n] + lo)
-        return torch.sort(torch.cat(kept)).values
+            spans = [(lo * self.k, hi * self.k) for lo, hi in self._table_spans()]
+        kept = [top_positions(score[lo:hi], mag[lo:hi], n) + lo
+                for (lo, hi), n in zip(spans, self.keep_counts())]
+        return torch.cat(kept)
 
     def on_train_end(self) -> dict[str, float]:
         if self.pruned:
@@ -138,7 +173,7 @@ class PostPrune(EmbeddingMethod):
         pool = self.pool.view(-1, self.chunk).index_select(0, kept).clone()
         state = self.opt_state
         if state.numel():
-            state = state.repeat_interleave(self.k).index_select(0, kept).clone()
+            state = state.index_select(0, torch.div(kept, self.k, rounding_mode="floor"))
         # Re-allocate: the full table, its state and the utility are freed here.
         self.pool, self.opt_state = pool, state
         self.chunk_index = index.view(-1, self.k)

@@ -120,10 +120,10 @@ def run_child(spec: str, a: argparse.Namespace) -> dict:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     # Warm-up: the same method on tiny tables through its first events, so that code it loads
     # on first use (optimizer imports, kernel backends) is in the baseline, not in its peak.
-    tiny = [TableSpec(n, min(c, 64)) for n, c in zip(names, cards)]
+    tiny = [TableSpec(n, min(c, 4096)) for n, c in zip(names, cards)]
     small = config([t.num_rows for t in tiny])
     _train(build_method(small, tiny, mcfg.dim, optim, seed=a.seed), mcfg, num_dense, loss_fn,
-           ZipfBatches([t.num_rows for t in tiny], mass, 64, num_dense, a.skew, a.seed), 12)
+           ZipfBatches([t.num_rows for t in tiny], mass, 256, num_dense, a.skew, a.seed), 12)
     source = ZipfBatches(cards, mass, a.batch, num_dense, a.skew, a.seed)
     source.next()
     meter = PeakMeter()                                  # the baseline
