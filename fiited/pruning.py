@@ -110,11 +110,12 @@ def sample_entries(store: ChunkStore, policy: PrunePolicy, seed: int, step: int
     def picks(whole: torch.Tensor | None):
         out_e, out_t = [], []
         for a, b in blocks(store.num_entries):
+            rows, tabs = store.entry_range(a, b)
             e = torch.arange(a, b, device=counts.device)
-            rows = store.rows_of_entries(e)
-            live = rows >= 0
-            e, rows = e[live], rows[live]
-            tabs, ids = store.ids_of_rows(rows)
+            if store.keys is not None:
+                live = (tabs >= 0).nonzero().squeeze(1)
+                e, rows, tabs = e[live], rows[live], tabs[live]
+            ids = rows - store.table_starts.index_select(0, tabs)
             if whole is not None:
                 pick = whole[tabs]
             elif policy.sampling == "random":
@@ -286,20 +287,25 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
                 topped.add(m, ~m.keep & m.positive)
     rejected_flat, topped_flat = rejected.result(), topped.result()
 
-    # Pass 3: evict everything below tau but the spared, then allocate (every request is
-    # granted: the counts above say the slots exist).
+    # Pass 3: evict everything below tau but the spared, and allocate what is granted; a
+    # block's requests that find no free slot yet wait for later blocks' evictions (every
+    # request is granted in the end: the counts above say the slots exist).
     evicted = allocated = 0
+    waiting = []
     for a, b in blocks(store.num_entries):
         m = margins.block(a, b)
         go = m.flat(m.present & ~m.keep & ~m.member(topped_flat))
         store.evict(go)
         evicted += go.numel()
-    for a, b in blocks(store.num_entries):
-        m = margins.block(a, b)
         absent = ~m.present
-        take = (absent & m.keep & ~m.member(rejected_flat)) | (absent & m.member(topped_flat))
-        granted = store.allocate(m.flat(take), policy.regrow_init, seed)
+        take = m.flat((absent & m.keep & ~m.member(rejected_flat))
+                      | (absent & m.member(topped_flat)))
+        granted = store.allocate(take, policy.regrow_init, seed)
         allocated += int(granted.sum())
+        if not bool(granted.all()):
+            waiting.append(take[~granted])
+    if waiting:
+        allocated += int(store.allocate(torch.cat(waiting), policy.regrow_init, seed).sum())
     metrics: dict[str, float] = {}
     if store.keys is not None:
         metrics.update(_drop_entries(store, utility, policy, margins, seed))

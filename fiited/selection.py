@@ -63,13 +63,15 @@ class Margins:
     def block(self, a: int, b: int) -> Block:
         s = self.store
         F = s.table_rows.numel()
-        rows = s.rows_of_entries(torch.arange(a, b, device=s.addr.device))
-        live = rows >= 0
-        tables = torch.where(live, s.table_of_rows(rows.clamp_min(0)),
-                             torch.full_like(rows, F))
-        score = self.util[a:b] / self.scales[tables].unsqueeze(1)
-        g = self.gmap[tables]
-        margin = score - self.taus[g]
+        rows, tables = s.entry_range(a, b)
+        live = tables >= 0
+        tables = torch.where(live, tables, torch.full_like(tables, F))
+        score = self.util[a:b] / self.scales.index_select(0, tables).unsqueeze(1)
+        g = self.gmap.index_select(0, tables)
+        if s.num_groups == 1:                   # one row of thresholds: broadcast it
+            margin = (score - self.taus[0]).masked_fill_(~live.unsqueeze(1), -torch.inf)
+        else:
+            margin = score - self.taus.index_select(0, g)
         if self.prefix:
             margin = torch.cummin(margin, dim=1).values
             positive = torch.cummin(score, dim=1).values > 0

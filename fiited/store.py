@@ -126,6 +126,7 @@ class ChunkStore(nn.Module):
         self.register_buffer("group_cap", caps, persistent=False)
         self.register_buffer("table_rows", rows, persistent=False)
         self.register_buffer("table_ends", torch.cumsum(rows, 0), persistent=False)
+        self.register_buffer("table_starts", self.table_ends - rows, persistent=False)
         self.register_buffer("table_group", torch.tensor([int(g) for g in table_group],
                                                          dtype=torch.int64), persistent=False)
         self._free_host = caps.tolist()
@@ -172,6 +173,19 @@ class ChunkStore(nn.Module):
         keys = self.keys if entries is None else self.keys[entries]
         return keys.long()
 
+    def entry_range(self, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, tables) of the entries [a, b), -1 both for empty hashed slots; cheap for a
+        direct index (the entries are the rows, already in table order)."""
+        if self.keys is None:
+            rows = torch.arange(a, b, device=self.addr.device)
+            lo = (self.table_ends - self.table_rows).clamp(a, b)
+            seg = self.table_ends.clamp(a, b) - lo
+            tables = torch.repeat_interleave(torch.arange(seg.numel(), device=rows.device), seg)
+            return rows, tables
+        rows = self.keys[a:b].long()
+        tables = torch.searchsorted(self.table_ends, rows, right=True)
+        return rows, torch.where(rows >= 0, tables, torch.full_like(tables, -1))
+
     def table_of_entries(self, entries: torch.Tensor | None = None) -> torch.Tensor:
         """Table of each entry (-1 for an empty hashed slot)."""
         rows = self.rows_of_entries(entries)
@@ -186,7 +200,7 @@ class ChunkStore(nn.Module):
     def ids_of_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(table, id within the table) of virtual rows (>= 0)."""
         tables = self.table_of_rows(rows)
-        return tables, rows - (self.table_ends - self.table_rows)[tables]
+        return tables, rows - self.table_starts[tables]
 
     def chunk_keys(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(table, id, position) of chunks ``flat`` = entry*K + k of live entries."""
@@ -214,7 +228,7 @@ class ChunkStore(nn.Module):
     @staticmethod
     def geometry_bytes(num_tables: int, num_groups: int, num_chunks: int) -> int:
         """Group and table geometry plus the kept/live counters (int64 each)."""
-        return 8 * (3 * num_groups + 4 * num_tables + num_tables * num_chunks)
+        return 8 * (3 * num_groups + 5 * num_tables + num_tables * num_chunks)
 
     def weights_bytes(self) -> int:
         return tensor_bytes(self.pool)
@@ -225,7 +239,8 @@ class ChunkStore(nn.Module):
     def index_bytes(self) -> int:
         return tensor_bytes(self.addr, self.keys, self.free_stack, self.free_top,
                             self.group_start, self.group_cap, self.table_rows, self.table_ends,
-                            self.table_group, self.kept, self.live_per_table)
+                            self.table_starts, self.table_group, self.kept,
+                            self.live_per_table)
 
     # ---- the hashed index ------------------------------------------------------------------
     def _home(self, rows: torch.Tensor) -> torch.Tensor:
