@@ -97,6 +97,14 @@ def _main(cfg: DictConfig) -> float:
     t0 = time.perf_counter()
     multirun = hc.mode.name == "MULTIRUN"
     try:
+        if cfg.get("tune"):   # experiment=tune: this job runs its own trials (benchmark/tune.py)
+            from benchmark.tune import run_tune
+
+            return run_tune(cfg, run_dir, launch_dir)
+        if cfg.get("tuned"):
+            from benchmark.tune import apply_tuned
+
+            apply_tuned(cfg, hc.runtime.choices, launch_dir)
         summary = run_job(cfg, run_dir, launch_dir)
     except Exception as e:
         if not multirun:

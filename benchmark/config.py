@@ -73,6 +73,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
     summary_table: bool = True
+    tune: Optional[Any] = None               # experiment=tune: its settings (benchmark/tune.py)
+    tuned: Optional[str] = None              # a best-values file of experiment=tune, applied
 
 
 def register_configs() -> None:
