@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from fiited.errors import BudgetInfeasible
+
 
 def budget_rows(num_rows: Sequence[int], budget: float) -> int:
     """Rows of width D that ``budget`` pays for: floor(budget * sum n_f), never rounded up."""
@@ -24,8 +26,8 @@ def fill_rows(num_rows: Sequence[int], total: int, min_rows: int = 1) -> list[in
     ns = [int(n) for n in num_rows]
     floors = [min(min_rows, n) for n in ns]
     if sum(floors) > total:
-        raise ValueError(f"the budget pays for {total} rows, but {len(ns)} tables need at least "
-                         f"{sum(floors)} (min {min_rows} each); raise method.budget")
+        raise BudgetInfeasible(f"the budget pays for {total} rows, but {len(ns)} tables need at "
+                               f"least {sum(floors)} (min {min_rows} each); raise method.budget")
 
     def rows_at(r: float) -> list[int]:
         return [max(lo, min(n, math.floor(r * n))) for n, lo in zip(ns, floors)]

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from baselines.budget import budget_rows, fill_rows
+from fiited.errors import BudgetInfeasible
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
 from fiited.kernels import lookup
 from fiited.memory import MemoryReport, tensor_bytes
@@ -87,7 +88,7 @@ class Hashing(EmbeddingMethod):
         left = total - sum(n for n, keep in zip(ns, full) if keep)
         hashed = [n for n, keep in zip(ns, full) if not keep]
         if hashed and left < len(hashed):
-            raise ValueError(
+            raise BudgetInfeasible(
                 f"method.full_below_rows={config.full_below_rows} keeps {sum(full)} tables whole, "
                 f"leaving {left} of the {total} rows that method.budget={config.budget} pays for "
                 f"to {len(hashed)} hashed tables (each needs >= 1); lower full_below_rows or "

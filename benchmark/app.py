@@ -30,7 +30,9 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
     """Validate, track and train one config; the MLflow run is FAILED if anything raises."""
     import torch
 
-    from benchmark.tracking import Tracker, flatten, git_commit, resolve_uri
+    from benchmark.job import describe_run, in_sweep, is_infeasible, open_run
+    from benchmark.run_state import install_signal_handlers
+    from benchmark.tracking import flatten, git_commit, resolve_uri
     from benchmark.train import Trainer
     from fiited.registry import make_config
 
@@ -44,9 +46,12 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
     if artifact_root and "://" not in artifact_root:
         artifact_root = (launch_dir / artifact_root).resolve().as_uri()
     rank = int(os.environ.get("RANK", "0")) if cfg.train.distributed else 0
-    tracker = Tracker(uri, tc.experiment, tc.run_name or _default_run_name(cfg),
-                      enabled=bool(tc.enabled) and rank == 0, artifact_root=artifact_root,
-                      flush_every=int(tc.flush_every))
+    install_signal_handlers()  # SIGTERM ends the run KILLED, not RUNNING forever
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    tracker, reused = open_run(cfg, run_dir, launch_dir, uri, artifact_root, flat,
+                               enabled=bool(tc.enabled) and rank == 0)
+    if reused is not None:  # a sweep re-run: this config already FINISHED
+        return reused
     try:
         trainer_cls = Trainer
         if cfg.train.distributed:  # torchrun: tables sharded across ranks, MLPs under DDP
@@ -57,20 +62,20 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
             if isinstance(e, UserError):
                 raise
             raise UserError(one_line(e)) from e
-        m = trainer.data.manifest
-        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        tracker.set_tags({
-            "method": cfg.method.name, "budget": cfg.method.get("budget", 1.0),
-            "seed": cfg.seed, "dataset": m.name, "dataset_fingerprint": m.fingerprint,
+        describe_run(tracker, cfg, trainer.data.manifest, str(trainer.data.path), flat, {
             "git_commit": git_commit(REPO_DIR), "torch_version": torch.__version__,
             "device": str(trainer.device), "experiment": tc.experiment,
             "kernel_backend": _backend(trainer.device), "run_dir": str(run_dir),
         })
         summary = trainer.fit()
-    except BaseException:
-        tracker.finish("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+    except BaseException as e:
+        if in_sweep() and is_infeasible(e):
+            tracker.delete()  # not a run: the sweep lists it as skipped, with why
+        else:
+            tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    tracker.finish("FINISHED")
+    # train.stop_after stops as if killed (a checkpoint, no final metrics): not a finished run
+    tracker.finish("FINISHED" if "val/ne" in summary else "KILLED")
     summary["mlflow_run_id"] = tracker.run_id
     return summary
 
@@ -82,11 +87,9 @@ def _backend(device) -> str:
 
 
 def _default_run_name(cfg: DictConfig) -> str:
-    parts = [str(cfg.method.name), f"b{cfg.method.get('budget', 1.0)}"]
-    if "num_chunks" in cfg.method:
-        parts.append(f"K{cfg.method.num_chunks}")
-    parts.append(f"s{cfg.seed}")
-    return "-".join(parts)
+    from benchmark.job import run_name
+
+    return run_name(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -107,6 +110,11 @@ def _main(cfg: DictConfig) -> float:
             apply_tuned(cfg, hc.runtime.choices, launch_dir)
         summary = run_job(cfg, run_dir, launch_dir)
     except Exception as e:
+        from benchmark.job import is_infeasible, record_skip
+
+        if multirun and is_infeasible(e):  # a case that cannot exist at this data size
+            record_skip(run_dir, _default_run_name(cfg), one_line(e))
+            return float("nan")
         if not multirun:
             if is_user_error(e) and not _USER_FULL_ERROR:   # before Hydra adds its own lines
                 print(error_line(e), file=sys.stderr)
@@ -177,7 +185,6 @@ def main() -> None:
             raise
         print(error_line(e), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class TrainConfig:
     stop_after: int = 0                      # steps; stop (as if killed) after this many, for resume tests
     progress: bool = True
     distributed: bool = False
+    system_metrics: bool = False             # MLflow system metrics (CPU, memory, GPU) per run
     embedding_l2: float = 0.0                # lambda: + lambda * sum ||e||^2 / batch over the
                                              # looked-up embeddings (touched rows only)
     early_stopping: int = 0                  # validations without a better val NE before the
@@ -65,20 +66,45 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    n_jobs: int = 1                          # jobs at a time with the local (joblib) launcher
+    rerun: bool = False                      # re-run jobs already FINISHED with the same config
+
+
+@dataclass
 class Config:
     method: Any = MISSING
     data: DataConfig = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     summary_table: bool = True
     tune: Optional[Any] = None               # experiment=tune: its settings (benchmark/tune.py)
     tuned: Optional[str] = None              # a best-values file of experiment=tune, applied
 
 
+def sweep_id() -> str:
+    """A per-launch suffix for sweep dirs (two sweeps started in one second must not collide).
+
+    Kept in the environment as ``pid-suffix`` so joblib workers (children of the launching
+    process) resolve the same dir, while a sweep started from another process gets its own.
+    """
+    import os
+    import secrets
+
+    pid, _, suffix = os.environ.get("FIITED_SWEEP_ID", "").partition("-")
+    if not suffix or pid not in (str(os.getpid()), str(os.getppid())):
+        suffix = f"{os.getpid()}{secrets.token_hex(2)}"
+        os.environ["FIITED_SWEEP_ID"] = f"{os.getpid()}-{suffix}"
+    return suffix
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("fiited.synthetic_suffix"):
         OmegaConf.register_new_resolver("fiited.synthetic_suffix", knob_suffix)
+    if not OmegaConf.has_resolver("fiited.sweep_id"):
+        OmegaConf.register_new_resolver("fiited.sweep_id", sweep_id, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
 COLUMNS = [
     ("method", "method", "{}"),
-    ("budget", "budget", "{:g}"),
+    ("budget", "budget", "fraction"),
     ("seed", "seed", "{}"),
     ("val/ne", "val NE", "{:.4f}"),
     ("val/auc", "val AUC", "{:.4f}"),
@@ -20,6 +21,14 @@ COLUMNS = [
     ("mem/total_compression", "x smaller", "{:.1f}"),
     ("perf/train_samples_per_s", "train samples/s", "{:,.0f}"),
 ]
+
+
+def fraction(b: float) -> str:
+    """A budget as people write it: 1, 1/4, 1/800 (``{:g}`` would give 0.00390625)."""
+    f = Fraction(float(b)).limit_denominator(100000)
+    if f <= 0 or abs(float(f) - b) > 1e-9 * max(1.0, abs(b)):
+        return f"{b:g}"
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
 def human_bytes(n: float) -> str:
@@ -35,6 +44,8 @@ def _cell(value: Any, fmt: str) -> str:
         return "-"
     if fmt == "bytes":
         return human_bytes(float(value))
+    if fmt == "fraction":
+        return fraction(float(value))
     try:
         return fmt.format(value)
     except (ValueError, TypeError):

@@ -17,6 +17,10 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# MLflow 3's UI opens an experiment without this tag in the GenAI view (traces, "Evaluation
+# runs", the assistant panel); this value selects the model-training view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def resolve_uri(uri: str, base: str | os.PathLike) -> str:
@@ -70,9 +74,12 @@ def prepare_store(uri: str, experiment: str, artifact_root: str | None = None) -
             if exp.lifecycle_stage == "deleted":
                 raise ValueError(f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
                                  f"or choose another tracking.experiment")
+            if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # stores made before the tag existed
+                client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         location = f"{artifact_root.rstrip('/')}/{experiment}" if artifact_root else None
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(experiment, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     finally:
         if fh:
             fcntl.flock(fh, fcntl.LOCK_UN)
@@ -105,21 +112,53 @@ class Tracker:
     """One MLflow run. A disabled tracker accepts every call and does nothing."""
 
     def __init__(self, uri: str, experiment: str, run_name: str | None, enabled: bool = True,
-                 artifact_root: str | None = None, flush_every: int = 200) -> None:
+                 artifact_root: str | None = None, flush_every: int = 200,
+                 tags: Mapping[str, Any] | None = None) -> None:
+        """``tags`` are set at creation (standard source/user/parent tags, host and pid), so a
+        run is never seen without them; a heartbeat thread then marks it alive."""
         self.enabled = enabled
         self.flush_every = flush_every
         self._buffer: list[Any] = []
         self.run_id: str | None = None
+        self._heartbeat = None
+        self._system_metrics = None
         if not enabled:
             return
         from mlflow import MlflowClient
 
+        from benchmark.run_state import Heartbeat, process_tags
+
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         exp_id = _retry(lambda: prepare_store(uri, experiment, artifact_root), "experiment")
-        run = _retry(lambda: self.client.create_run(exp_id, run_name=run_name), "create_run")
+        all_tags = {**process_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+        run = _retry(lambda: self.client.create_run(exp_id, run_name=run_name, tags=all_tags),
+                     "create_run")
         self.run_id = run.info.run_id
         self.experiment_id = exp_id
+        self._heartbeat = Heartbeat(self.client, self.run_id)
+
+    def start_system_metrics(self, interval_s: float = 10.0) -> None:
+        """MLflow's CPU/memory/disk (and GPU when present) sampler, as system/* metrics."""
+        if not self.enabled:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system_metrics = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s,
+                                                    tracking_uri=self.uri)
+        self._system_metrics.start()
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any],
+                    context: str = "training") -> None:
+        """One dataset entity per run (the UI's Dataset column and filter)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(name=name, digest=digest[:36], source_type="local",
+                     source=json.dumps({"uri": source}), profile=json.dumps(dict(profile)))
+        inp = DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
+        _retry(lambda: self.client.log_inputs(self.run_id, datasets=[inp]), "inputs")
 
     def log_params(self, params: Mapping[str, str]) -> None:
         if not self.enabled:
@@ -168,7 +207,20 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         if not self.enabled or self.run_id is None:
             return
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         try:
+            if self._system_metrics is not None:
+                self._system_metrics.finish()
             self.flush()
         finally:
             _retry(lambda: self.client.set_terminated(self.run_id, status=status), "terminate")
+
+    def delete(self) -> None:
+        """Remove a run that should not exist (a case skipped before any work)."""
+        if not self.enabled or self.run_id is None:
+            return
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        _retry(lambda: self.client.set_terminated(self.run_id, status="KILLED"), "terminate")
+        _retry(lambda: self.client.delete_run(self.run_id), "delete")

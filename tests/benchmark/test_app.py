@@ -11,7 +11,12 @@ pytestmark = pytest.mark.slow
 
 def _runs(tmp_path, experiment):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment])
+    return job_runs(mlflow.search_runs(experiment_names=[experiment]))
+
+
+def job_runs(runs):
+    """The jobs' runs, without a sweep's parent run (they nest under it)."""
+    return runs[runs["tags.fiited.sweep"].ne("parent")] if "tags.fiited.sweep" in runs else runs
 
 
 def test_single_run_logs_params_metrics_tags_and_artifacts(run_app, tmp_path):

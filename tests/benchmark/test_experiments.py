@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from benchmark.config import register_configs
+from tests.benchmark.test_app import job_runs
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -108,10 +109,10 @@ def test_smoke_sweeps_of_two_experiments_then_reports(tmp_path):
                               timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    k = mlflow.search_runs(experiment_names=["k_sweep"])
+    k = job_runs(mlflow.search_runs(experiment_names=["k_sweep"]))
     assert sorted(k["params.method.num_chunks"].astype(int)) == [1, 4]
     assert (k["status"] == "FINISHED").all()
-    pad = mlflow.search_runs(experiment_names=["padding"])
+    pad = job_runs(mlflow.search_runs(experiment_names=["padding"]))
     assert sorted(pad["params.method.padding"]) == ["projection", "zeros"]
     for name, with_notebook in (("k_sweep", True), ("padding", False)):
         out = tmp_path / "report" / name
