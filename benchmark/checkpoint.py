@@ -91,9 +91,8 @@ def load(path: Path, device: torch.device, config: Mapping[str, Any],
             raise CheckpointError(f"{where}: refused: the file holds more than tensors and plain "
                                   f"data ({hint.rstrip('.')}), and loading it could run code; "
                                   f"it was not written by fiited-bench") from None
-        first = msg.splitlines()[0] if msg else type(e).__name__
         raise CheckpointError(f"{where}: not a readable checkpoint, truncated or corrupt "
-                              f"({first})") from None
+                              f"({_reason(msg, type(e).__name__)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not a fiited-bench checkpoint (no {FORMAT!r} marker; "
                               f"older checkpoints cannot be resumed)")
@@ -114,3 +113,18 @@ def load(path: Path, device: torch.device, config: Mapping[str, Any],
         raise CheckpointError(f"{where}: written with another config: {'; '.join(diff)} (keys "
                               f"that may change on resume: {', '.join(MAY_CHANGE)})")
     return state, meta
+
+
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                "Re-running `torch.load`", "In PyTorch 2.6")
+
+
+def _reason(msg: str, kind: str) -> str:
+    """What a torch.load error says is wrong: its first specific sentence, not torch's generic
+    advice (which suggests weights_only=False)."""
+    for line in msg.splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not any(b in line for b in _BOILERPLATE):
+            first = line.split(". ")[0].rstrip(".")
+            return first if len(first) > 24 else f"{kind}: {first}"
+    return kind
