@@ -40,6 +40,8 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
         make_config(OmegaConf.to_container(cfg.method, resolve=True))  # typos fail before any work
     except (ValueError, TypeError) as e:
         raise UserError(one_line(e).replace("(key ", "(key method.")) from e
+    if cfg.data.get("prepare") and cfg.data.get("synthetic") is not None:
+        cfg.data.synthetic = None  # a scale='s synthetic sizes do not apply to real data
     tc = cfg.tracking
     uri = resolve_uri(tc.uri, launch_dir)
     artifact_root = tc.artifact_root

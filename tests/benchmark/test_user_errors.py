@@ -167,3 +167,25 @@ def test_broken_checkpoint_is_one_line_naming_it(run_app, checkpoint, tmp_path, 
     one_line_error(run_app("method=fiited", "method.gamma=0.9", "tracking=none",
                            "train.max_steps=12", f"train.resume={bad}", check=False),
                    str(bad), "not a readable checkpoint")
+
+
+def test_real_dataset_at_smoke_scale_trains_on_that_dataset(run_app, tmp_path):
+    """scale=smoke sizes only synthetic data: with a prepared real dataset the run uses it, and
+    the smoke scale's synthetic sizes are not logged as if they applied."""
+    from benchmark.data.readers import PrepareConfig, prepare_dataset
+
+    rng = np.random.default_rng(0)
+    lines = ["\t".join([str(int(rng.random() < 0.3))] +
+                       [str(int(x)) for x in rng.integers(0, 50, 13)] +
+                       [format(int(x), "08x") for x in rng.integers(0, 40, 26)])
+             for _ in range(3000)]
+    raw = tmp_path / "train.txt"
+    raw.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "kaggle"
+    prepare_dataset(PrepareConfig("criteo-kaggle", [str(raw)], str(out)))
+    run_app("data=criteo_kaggle", f"data.path={out}", "scale=smoke", "train.max_steps=5",
+            "tracking=none", "summary_table=false", tiny=False)
+    cfg = (next((tmp_path / "outputs").rglob("config.yaml"))).read_text()
+    assert "name: criteo_kaggle" in cfg and "synthetic: null" in cfg
+    summary = next((tmp_path / "outputs").rglob("summary.json")).read_text()
+    assert "bayes_ne" not in summary            # no generator: this is the real data
