@@ -38,8 +38,13 @@ def variant_columns(config_columns: Sequence[str]) -> list[str]:
 
 
 def with_variant(runs: pd.DataFrame, variant_cols: Sequence[str] = ()) -> pd.DataFrame:
-    """``runs`` plus ``variant`` (``fiited K=2``: the method and its set variant columns) and a
-    ``dataset`` column (``-`` where the frame has none)."""
+    """``runs`` plus ``variant`` and a ``dataset`` column (``-`` where the frame has none).
+
+    ``variant`` is the method plus ``key=value`` for each variant column whose value differs
+    from the method's usual one (its most common; every value is shown where two tie), so an
+    ablation reads ``fiited`` / ``fiited K=2`` and K=2 vs K=4 runs read ``fiited K=2`` /
+    ``fiited K=4``.
+    """
     out = runs.copy()
     if "dataset" not in out:
         out["dataset"] = "-"
@@ -48,9 +53,15 @@ def with_variant(runs: pd.DataFrame, variant_cols: Sequence[str] = ()) -> pd.Dat
     for c in variant_cols:
         if c not in out:
             continue
-        v = out[c]
-        text = v.map(_text)
-        label = label.where(v.isna(), label + " " + c.rsplit(".", 1)[-1] + "=" + text)
+        text = out[c].map(_text).where(out[c].notna())
+        shown = text.notna()
+        for method, values in text.groupby(out["method"]):     # a handful of methods
+            counts = values.value_counts()
+            if len(counts) < 2:
+                shown[values.index] = False          # one value for the method: says nothing
+            elif counts.iloc[0] > counts.iloc[1]:
+                shown[values.index] &= values != counts.index[0]
+        label = label.where(~shown, label + " " + c.rsplit(".", 1)[-1] + "=" + text)
     out["variant"] = label
     return out
 

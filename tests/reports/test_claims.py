@@ -60,7 +60,7 @@ def test_verdicts_per_dataset_and_summary():
     assert c1.to_dict() == {"A": "holds", "B": "undecided", "C": "fails"}
     s = v.summary.set_index("claim").loc["C1"]
     assert s["summary"] == "holds on 1 of 3 (fails on 1, undecided on 1)"
-    assert s["variant"] == "fiited K=2"
+    assert s["variant"] == "fiited"            # one K: the label needs none
     # C2 (within 0.1% of uniform at full size at budget 1/4): A's -1.2% holds; C's +1.3% fails
     c2 = v.by_dataset[v.by_dataset["claim"] == "C2"].set_index("dataset")["verdict"]
     assert c2["A"] == "holds" and c2["C"] == "fails"
@@ -73,7 +73,7 @@ def test_verdict_markdown_states_rule_and_interval():
     v = verdicts(_three_datasets(), "test/ne", ["K"])
     md = verdicts_markdown(v)
     assert "Student t" in md and "straddles the margin" in md
-    assert "holds on 1 of 3" in md and "| C1 | B | fiited K=2 | undecided |" in md
+    assert "holds on 1 of 3" in md and "| C1 | B | fiited | undecided |" in md
     assert "Seed noise of test/ne" in md
     empty = verdicts(_three_datasets().query("method != 'fiited'"), "test/ne", ["K"])
     assert empty.by_dataset.empty and "No claim can be decided" in verdicts_markdown(empty)
@@ -84,3 +84,21 @@ def test_custom_check_margin():
     v = verdicts(_three_datasets(), "test/ne", ["K"], checks=(chk,))
     # C's +0.011 is inside a 0.02 margin: holds there too
     assert set(v.by_dataset["verdict"]) == {"holds"}
+
+
+def test_verdicts_from_a_real_store(store):
+    """Through load_runs: cells pair the seeds of real MLflow runs; variants come from the
+    config columns."""
+    from reports.runs import load_runs
+
+    table = load_runs("ablations", store.uri)
+    v = verdicts(table.complete, table.ne_metric, table.config_columns)
+    c1 = v.cells[(v.cells["claim"] == "C1") & (v.cells["budget"] == 0.5)]
+    assert len(c1) == 1 and c1.iloc[0]["reference"] == "hashing" and c1.iloc[0]["n"] == 2
+    runs = table.complete
+    f = runs[(runs["method"] == "fiited") & (runs["budget"] == 0.5)].set_index("seed")
+    h = runs[(runs["method"] == "hashing") & (runs["budget"] == 0.5)].set_index("seed")
+    ne = table.ne_metric
+    assert c1.iloc[0]["mean"] == pytest.approx((f[ne] - h[ne]).mean())
+    assert set(v.by_dataset["dataset"]) == {"synthetic_criteo"}
+    assert set(v.by_dataset["verdict"]) <= {"holds", "fails", "undecided"}

@@ -35,21 +35,21 @@ def test_t_interval_known_values():
 def test_delta_to_uniform_is_paired_by_seed():
     r = runs(("A", "uniform", np.nan, 1.0, 0.0), ("A", "fiited", 2, 0.25, GAINS))
     d = stats.delta_to_uniform(r, "test/ne", ["K"])
-    row = d[d["variant"] == "fiited K=2"].iloc[0]
+    row = d[d["variant"] == "fiited"].iloc[0]    # one K: no K in the label
     half = T_975_4 * np.sqrt(2.5e-6) / np.sqrt(5)
     assert row["n"] == 5 and row["mean"] == pytest.approx(-0.011)
     assert row["lo"] == pytest.approx(-0.011 - half) and row["hi"] == pytest.approx(-0.011 + half)
     # unpaired, the seed effect (std 0.079) would swamp the gap; paired it is decided
     assert row["hi"] < 0
     auc = stats.delta_to_uniform(r, "test/auc", ["K"])
-    assert auc[auc["variant"] == "fiited K=2"]["mean"].iloc[0] == pytest.approx(0.011)
+    assert auc[auc["variant"] == "fiited"]["mean"].iloc[0] == pytest.approx(0.011)
 
 
 def test_relative_delta_and_missing_seed():
     r = runs(("A", "uniform", np.nan, 1.0, 0.0), ("A", "fiited", 2, 0.25, GAINS))
     r = r[~((r["method"] == "uniform") & (r["seed"] == 4))]
     d = stats.delta_to_uniform(r, "test/ne", ["K"], relative=True)
-    row = d[d["variant"] == "fiited K=2"].iloc[0]
+    row = d[d["variant"] == "fiited"].iloc[0]    # one K: no K in the label
     assert row["n"] == 4
     assert row["mean"] == pytest.approx(np.mean(100 * GAINS[:4] / BASE[:4]))
 
@@ -71,7 +71,7 @@ def test_delta_to_best_picks_the_best_other_method_per_budget():
     # every method gets its own best other: mixed_dim's is FIITED
     allm = stats.delta_to_best(r, "test/ne", variant_cols=["K"])
     mixed = allm[(allm["method"] == "mixed_dim")].iloc[0]
-    assert mixed["reference"] == "fiited K=2" and mixed["mean"] == pytest.approx(0.016)
+    assert mixed["reference"] == "fiited" and mixed["mean"] == pytest.approx(0.016)
 
 
 def test_verdict_rule():
@@ -92,6 +92,10 @@ def test_variants_are_told_apart():
     got = dict(zip(d["variant"], d["mean"]))
     assert got["fiited K=2"] == pytest.approx(-0.01) and got["fiited K=4"] == pytest.approx(0.01)
     assert stats.variant_columns(["method", "budget", "K", "dataset", "data.rows"]) == ["K"]
+    # an ablation: the usual value is left out, deviations are named
+    r = runs(*[("A", "fiited", 4, b, 0.0) for b in (0.5, 0.25, 0.125)], ("A", "fiited", 2, 0.25, 0))
+    labels = set(stats.with_variant(r, ["K"])["variant"])
+    assert labels == {"fiited", "fiited K=2"}
 
 
 def test_seed_noise():
@@ -103,7 +107,7 @@ def test_seed_noise():
     assert n["pooled_std"] == pytest.approx(expect)
     assert n["max_spread"] == pytest.approx(np.ptp(BASE + noisy))
     note = stats.noise_note(r, "test/ne", ["K"])
-    assert f"{expect:.4f}" in note and "5-5 seeds" in note and "fiited K=2" in note
+    assert f"{expect:.4f}" in note and "5-5 seeds" in note and "fiited at budget 1/4" in note
     one = r[r["seed"] == 0]
     assert "not measurable" in stats.noise_note(one, "test/ne")
 
