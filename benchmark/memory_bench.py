@@ -245,7 +245,8 @@ def run_all(a: argparse.Namespace, argv: list[str]) -> dict:
     import torch
 
     meta = {"command": "python -m benchmark.memory_bench " + " ".join(argv),
-            "commit": _commit(), "torch": torch.__version__, "machine": _machine(),
+            "commit": a.commit_label or _commit(), "torch": torch.__version__,
+            "machine": _machine(),
             "load_at_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                        time.gmtime()),
             "scale": a.scale, "steps": a.steps, "batch": a.batch, "threads": a.threads,
@@ -331,7 +332,45 @@ def table(report: dict) -> str:
             str(len(ev)), "-" if secs is None else f"{secs:.2f}", _b(worst),
             _r(worst / r["ledger_peak_bytes"]) if worst is not None and r["ledger_peak_bytes"]
             else "-"]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + targets(report)) + "\n"
+
+
+IN_TRAINING = ("fiited", "adaembed", "itep")
+
+
+def targets(report: dict) -> list[str]:
+    """Issue 14's targets, checked on this run: one line per method and target."""
+    rows = [r for r in report["results"] if "error" not in r]
+    uni = next((r for r in rows if r["spec"] == "uniform"), None)
+    floor = next((r for r in rows if r["spec"] == FLOOR), None)
+    if uni is None:
+        return []
+    out = ["", "## Targets", "",
+           "| method | target | value | met |", "|---|---|---|---|"]
+
+    def line(spec, what, value, ok):
+        out.append(f"| {spec} | {what} | {value} | {'yes' if ok else '**no**'} |")
+
+    for r in rows:
+        name, budget = r["config"].get("name"), float(r["config"].get("budget", 1.0))
+        ev = r["events"]
+        if name in IN_TRAINING and budget in (1 / 16, 1 / 64):
+            cap = 1 / 10 if budget == 1 / 16 else 1 / 30
+            ratio = r["process_peak_above_baseline_bytes"] / uni["process_peak_above_baseline_bytes"]
+            line(r["spec"], f"process peak <= {cap:.3f} x uniform's", f"{ratio:.3f}", ratio <= cap)
+            secs = max((e["seconds"] for e in ev), default=0.0)
+            line(r["spec"], "events <= 2 s each", f"{secs:.2f} s (max of {len(ev)})", secs <= 2)
+            worst = max((e["transient_bytes"] for e in ev), default=0)
+            frac = worst / r["ledger_peak_bytes"]
+            line(r["spec"], "event transient <= 10% of ledger", f"{100 * frac:.1f}%", frac <= 0.1)
+        if name == "post_prune":
+            ratio = r["train_peak_bytes"] / uni["train_peak_bytes"]
+            line(r["spec"], "training peak = uniform's", f"{ratio:.3f} x", ratio >= 0.95)
+        if floor is not None and r is not floor:
+            emb = r["measured_peak_bytes"] - floor["measured_peak_bytes"]
+            gap = abs(r["ledger_peak_bytes"] - emb) / emb if emb > 0 else float("inf")
+            line(r["spec"], "ledger within 5% of measured - floor", f"{100 * gap:.1f}%", gap <= 0.05)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-floor", action="store_true", help="skip the floor run")
     ap.add_argument("--child-timeout", type=float, default=3600)
     ap.add_argument("--out", default="memory_kaggle", help="writes OUT.json and OUT.md")
+    ap.add_argument("--commit-label", help="the commit to record when run from an exported tree "
+                                          "(default: git rev-parse of the working tree)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
