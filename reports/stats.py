@@ -167,6 +167,30 @@ def delta_to_best(runs: pd.DataFrame, metric: str, methods: Sequence[str] | None
     return _order(out[[*keys, "reference", *DELTA_COLUMNS]], keys)
 
 
+def paired_summary(runs: pd.DataFrame, ne_metric: str, config_columns: Sequence[str] = ()
+                   ) -> pd.DataFrame:
+    """The report's table of paired deltas, one row per dataset x variant x budget: NE and AUC
+    deltas to uniform at full size and the NE delta to the best other method at the same
+    budget, each as mean and t interval (``<name> mean`` / ``lo`` / ``hi``) over ``n`` seeds."""
+    vcols = variant_columns(config_columns)
+    keys = ["dataset", "variant", "method", "budget"]
+    parts = [("ne_vs_uniform", delta_to_uniform(runs, ne_metric, vcols))]
+    auc = ne_metric.replace("/ne", "/auc")
+    if auc in runs and runs[auc].notna().any():
+        parts.append(("auc_vs_uniform", delta_to_uniform(runs, auc, vcols)))
+    best = delta_to_best(runs, ne_metric, variant_cols=vcols)
+    parts.append(("ne_vs_best_other", best))
+    out = None
+    for name, d in parts:
+        d = d.rename(columns={"mean": f"{name} mean", "lo": f"{name} lo", "hi": f"{name} hi",
+                              "n": f"{name} n", "reference": "best_other"})
+        d = d.drop(columns="std")
+        out = d if out is None else out.merge(d, on=keys, how="outer")
+    if out is None or out.empty:
+        return pd.DataFrame(columns=keys)
+    return _order(out, keys)
+
+
 def verdict(lo, hi, margin: float = 0.0) -> np.ndarray:
     """Per cell of a claim 'delta < margin': holds (hi < margin), fails (lo > margin), else
     undecided (the interval straddles the margin, or there is none)."""

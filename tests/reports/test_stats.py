@@ -115,3 +115,15 @@ def test_seed_noise():
 def test_fmt_budget():
     assert [stats.fmt_budget(b) for b in (1.0, 0.25, 0.00390625, 0.35)] == [
         "1", "1/4", "1/256", "0.35"]
+
+
+def test_paired_summary_joins_the_deltas():
+    r = runs(("A", "uniform", np.nan, 1.0, 0.0), ("A", "mixed_dim", np.nan, 0.25, 0.005),
+             ("A", "fiited", 2, 0.25, GAINS))
+    t = stats.paired_summary(r, "test/ne", ["method", "budget", "K"]).set_index("variant")
+    f = t.loc["fiited"]
+    assert f["ne_vs_uniform mean"] == pytest.approx(-0.011)
+    assert f["auc_vs_uniform mean"] == pytest.approx(0.011)
+    assert f["ne_vs_best_other mean"] == pytest.approx(-0.016) and f["best_other"] == "mixed_dim"
+    assert f["ne_vs_uniform hi"] < 0 and f["ne_vs_uniform n"] == 5
+    assert t.loc["uniform", "ne_vs_uniform mean"] == 0
