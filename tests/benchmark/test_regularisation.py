@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.train import EarlyStop, Trainer
+from benchmark.early_stop import EarlyStop
+from benchmark.train import Trainer
 
 
 def test_embedding_l2_shrinks_only_touched_rows(compose_cfg, tmp_path):
