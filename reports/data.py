@@ -7,7 +7,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from reports.runs import (RunTable, load_dims, load_runs, metric_history, representatives,
+from reports.dims import load_dims
+from reports.runs import (RunTable, load_runs, metric_history, representatives,
                           with_reference)
 from reports.tables import config_summary
 

@@ -7,18 +7,18 @@ backend, leaks no global figure state, and the same code renders inline in a not
 from __future__ import annotations
 
 import re
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from reports.data import ReportData
+from reports.palette import fraction, metric_label
+from reports.plotting import (bytes_axis, label, method_lines, method_palette, one_legend,
+                              panel_title, panels, usual_values)
 from reports.tables import uniform_mean, uniform_runs
 
 MEM = "mem/total_bytes"
@@ -32,10 +32,21 @@ class FigureSpec:
     name: str          # file stem and key into claims.OUTPUT_CLAIMS
     title: str
     draw_fn: Callable[[ReportData], Figure | None]
+    claim: str = ""    # the question the figure answers, with the claim ids it tests
 
     def draw(self, data: ReportData) -> Figure | None:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
-            return self.draw_fn(data)
+            fig = self.draw_fn(data)
+        if fig is not None:
+            fig.suptitle(f"{self.claim or self.title}\n{where(data)}", fontsize="medium")
+        return fig
+
+
+def where(data: ReportData) -> str:
+    """"experiment compare, data synthetic_criteo": which runs a figure shows."""
+    c = data.runs.complete
+    ds = sorted(map(str, c["dataset"].dropna().unique())) if "dataset" in c else []
+    return f"experiment {data.experiment}" + (f", data {', '.join(ds)}" if ds else "")
 
 
 def draw_all(data: ReportData, out_dir: Path | None = None, dpi: int = 100,
@@ -61,64 +72,6 @@ def draw_all(data: ReportData, out_dir: Path | None = None, dpi: int = 100,
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def label(frame: pd.DataFrame, cols: Sequence[str], defaults: dict | None = None) -> pd.Series:
-    """A readable config name per row: the method bare, then key=value for the budget and for
-    every other field that differs from the method's usual value (``defaults``), so that a
-    sweep's lines read "fiited budget=0.1 K=2" rather than listing every knob."""
-    defaults = defaults or {}
-
-    def one(row) -> str:
-        parts = []
-        for c in cols:
-            v = row[c]
-            if pd.isna(v):
-                continue
-            if c == "method":
-                parts.append(str(v))
-            elif c == "budget" or defaults.get((row.get("method"), c)) != v:
-                parts.append(f"{c.removeprefix('method.')}={_short(v)}")
-        return " ".join(parts) or "all runs"
-    if frame.empty:
-        return pd.Series([], dtype=str, index=frame.index)
-    return frame.apply(one, axis=1)
-
-
-def usual_values(data: ReportData) -> dict:
-    """(method, field) -> the value most of the method's configs share (a strict majority;
-    with no majority the field is always named)."""
-    cols = data.runs.config_columns
-    configs = data.runs.complete[cols].drop_duplicates()
-    out = {}
-    for c in cols:
-        if c in ("method", "budget"):
-            continue
-        for method, vals in configs.groupby("method")[c]:
-            counts = vals.dropna().value_counts()
-            if len(counts) and counts.iloc[0] * 2 > len(vals):
-                out[(method, c)] = counts.index[0]
-    return out
-
-
-def _short(v) -> str:
-    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
-
-
-def _panels(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.5):
-    ncols = max(1, min(n, ncols))
-    nrows = -(-n // ncols)
-    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def _palette(labels) -> dict:
-    """One colour per label for the whole figure, so one legend serves every panel."""
-    levels = list(dict.fromkeys(labels))
-    return dict(zip(levels, sns.color_palette(n_colors=max(len(levels), 1))))
-
 
 def _runs(data: ReportData, col: str | None = None, exclude: Sequence[str] = ()) -> pd.DataFrame:
     """Complete runs (with ``col`` set), labelled by their config without ``exclude``."""
@@ -149,24 +102,6 @@ def _uniform_line(ax, data: ReportData, runs: pd.DataFrame, metric: str) -> None
         ax.axhline(v, ls="--", color="black", lw=1, label="uniform, full size")
 
 
-def _title(ax, text: str) -> None:
-    ax.set_title("\n".join(textwrap.wrap(text, 48)), fontsize="small")
-
-
-def _legend(fig: Figure, axes, title: str | None = None) -> Figure:
-    """Move the panels' legends into one legend right of the figure."""
-    seen = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if seen:
-        fig.legend(seen.values(), seen.keys(), loc="outside right upper", fontsize="x-small",
-                   title=title, title_fontsize="x-small")
-    return fig
-
-
 # --- figures ---------------------------------------------------------------------------------
 
 def ne_vs_memory(data: ReportData) -> Figure | None:
@@ -178,20 +113,19 @@ def ne_vs_memory(data: ReportData) -> Figure | None:
     # seeds of one config share one x, so seaborn's error bars are the seed spread of NE
     runs["memory"] = runs.groupby(data.runs.config_columns, dropna=False)[MEM].transform("mean")
     groups = list(runs.groupby("dataset", dropna=False)) if "dataset" in runs else [(None, runs)]
-    fig, axes = _panels(len(groups), ncols=2, w=6.0, h=4.4)
-    pal = _palette(runs["label"])
+    fig, axes = panels(len(groups), ncols=2, w=6.0, h=4.4)
+    pal = method_palette(runs["label"])
     for ax, (ds, part) in zip(axes, groups):
-        sns.lineplot(part, x="memory", y=ne, hue="label", palette=pal, marker="o",
-                     errorbar="sd", err_style="bars", ax=ax)
+        method_lines(part, "memory", ne, pal, ax, errorbar="sd", err_style="bars")
         _uniform_line(ax, data, part, ne)
         if data.runs.has("bayes_ne") and part["bayes_ne"].notna().any():
             ax.axhline(part["bayes_ne"].mean(), ls=":", color="gray", lw=1, label="Bayes NE")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("total embedding memory (bytes, log)")
-        ax.set_ylabel(ne)
-        _title(ax, f"NE vs memory{'' if pd.isna(ds) else f' ({ds})'}")
-    return _legend(fig, axes)
+        bytes_axis(ax, part["memory"])
+        ax.set_xlabel("total embedding memory (log scale; weights + optimizer + index + "
+                      "utilities)")
+        ax.set_ylabel(metric_label(ne))
+        panel_title(ax, f"{metric_label(ne)} vs total memory{'' if pd.isna(ds) else f' ({ds})'}")
+    return one_legend(fig, axes)
 
 
 def k_ablation(data: ReportData) -> Figure | None:
@@ -201,16 +135,15 @@ def k_ablation(data: ReportData) -> Figure | None:
         return None
     runs["K"] = runs["K"].astype(float)
     metrics = [m for m in (MEM, data.runs.ne_metric, "perf/step_ms_p50") if data.runs.has(m)]
-    fig, axes = _panels(len(metrics))
+    fig, axes = panels(len(metrics))
     ks = sorted(runs["K"].unique())
-    pal = _palette(runs["label"])
+    pal = method_palette(runs["label"])
     for ax, m in zip(axes, metrics):
-        sns.lineplot(runs, x="K", y=m, hue="label", palette=pal, marker="o", errorbar="sd",
-                     err_style="bars", ax=ax)
+        method_lines(runs, "K", m, pal, ax, errorbar="sd", err_style="bars")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [f"{k:g}" for k in ks])
-        _title(ax, m)
-    return _legend(fig, axes)
+        panel_title(ax, m)
+    return one_legend(fig, axes)
 
 
 def _variants(data: ReportData, col: str, metrics: Sequence[str],
@@ -227,8 +160,8 @@ def _variants(data: ReportData, col: str, metrics: Sequence[str],
     for c in companions:
         extra = runs[c].map(lambda v: "" if pd.isna(v) or str(v) in ("[]", "") else f" {v}")
         runs["variant"] = runs["variant"] + extra
-    fig, axes = _panels(len(metrics))
-    pal = _palette(sorted(runs["variant"].unique()))
+    fig, axes = panels(len(metrics))
+    pal = method_palette(sorted(runs["variant"].unique()))
     for ax, m in zip(axes, metrics):
         sns.barplot(runs, x="label", y=m, hue="variant", palette=pal, hue_order=list(pal),
                     errorbar="sd", capsize=0.1, ax=ax)
@@ -240,8 +173,8 @@ def _variants(data: ReportData, col: str, metrics: Sequence[str],
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel("")
         ax.tick_params(axis="x", labelrotation=15, labelsize="x-small")
-        _title(ax, m)
-    return _legend(fig, axes, title=col)
+        panel_title(ax, m)
+    return one_legend(fig, axes, title=col)
 
 
 def utility_ablation(data: ReportData) -> Figure | None:
@@ -269,14 +202,14 @@ def decay_sampling_heatmap(data: ReportData) -> Figure | None:
         return None
     groups = list(runs.groupby("label", sort=False))[: MAX_PANELS // 2]
     ne = data.runs.ne_metric
-    fig, axes = _panels(2 * len(groups), ncols=2, w=5.0, h=3.6)
+    fig, axes = panels(2 * len(groups), ncols=2, w=5.0, h=3.6)
     for i, (name, part) in enumerate(groups):
         for ax, m, fmt in ((axes[2 * i], ne, ".5g"), (axes[2 * i + 1], MEM, ".3g")):
             grid = part.pivot_table(index="gamma", columns="sample_frac", values=m,
                                     aggfunc="mean")
             sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", ax=ax,
                         annot_kws={"fontsize": "x-small"})
-            _title(ax, f"{m}: {name}")
+            panel_title(ax, f"{m}: {name}")
     return fig
 
 
@@ -294,13 +227,13 @@ def kept_fraction_over_time(data: ReportData) -> Figure | None:
     groups = list(hist.groupby("label", sort=False))[:MAX_PANELS]
     positions = sorted(hist["position"].unique())
     pal = dict(zip(positions, sns.color_palette("viridis", n_colors=len(positions))))
-    fig, axes = _panels(len(groups), ncols=4, w=3.6, h=2.8)
+    fig, axes = panels(len(groups), ncols=4, w=3.6, h=2.8)
     for ax, (name, part) in zip(axes, groups):
         sns.lineplot(part, x="step", y="value", hue="position", palette=pal, ax=ax)
         ax.set_ylabel("kept fraction")
         ax.set_ylim(-0.02, 1.02)
-        _title(ax, name)
-    return _legend(fig, axes, title="chunk position")
+        panel_title(ax, name)
+    return one_legend(fig, axes, title="chunk position")
 
 
 def throughput_ratio(data: ReportData) -> Figure | None:
@@ -314,14 +247,16 @@ def throughput_ratio(data: ReportData) -> Figure | None:
     if runs.empty:
         return None
     order = sorted(runs["budget"].dropna().unique(), reverse=True)
-    fig, axes = _panels(1, w=max(5.0, 0.8 * len(order) + 3.5), h=4.0)
+    fig, axes = panels(1, w=max(5.0, 0.8 * len(order) + 3.5), h=4.0)
     ax = axes[0]
-    sns.barplot(runs, x="budget", y="ratio", hue="label", palette=_palette(runs["label"]),
+    sns.barplot(runs, x="budget", y="ratio", hue="label", palette=method_palette(runs["label"]),
                 order=order, errorbar="sd", capsize=0.1, ax=ax)
+    ax.set_xticks(range(len(order)), [fraction(b) for b in order])
+    ax.set_xlabel("budget (fraction of uniform weight bytes)")
     ax.axhline(1.0, ls="--", color="black", lw=1)
     ax.set_ylabel("train samples/s vs uniform (full size)")
-    _title(ax, "throughput ratio to uniform")
-    return _legend(fig, axes)
+    panel_title(ax, "throughput ratio to uniform")
+    return one_legend(fig, axes)
 
 
 def kept_width_hist(data: ReportData) -> Figure | None:
@@ -340,16 +275,16 @@ def kept_width_hist(data: ReportData) -> Figure | None:
     per["label"] = label(per, cols, usual_values(data))
     groups = sorted(per.groupby("budget", dropna=False),
                     key=lambda g: -g[0] if pd.notna(g[0]) else 0)[:MAX_PANELS]
-    fig, axes = _panels(len(groups), ncols=3, w=4.6, h=3.4)
-    pal = _palette(per["label"])
+    fig, axes = panels(len(groups), ncols=3, w=4.6, h=3.4)
+    pal = method_palette(per["label"])
     widths = sorted(per["width"].unique())
     for ax, (budget, part) in zip(axes, groups):
         sns.barplot(part, x="width", y="fraction", hue="label", palette=pal, order=widths,
                     ax=ax)
         ax.set_xlabel("kept width")
         ax.set_ylabel("fraction of rows")
-        _title(ax, f"budget {budget:g}" if pd.notna(budget) else "budget unknown")
-    return _legend(fig, axes)
+        panel_title(ax, f"budget {fraction(budget)}" if pd.notna(budget) else "budget unknown")
+    return one_legend(fig, axes)
 
 
 def ne_over_time(data: ReportData) -> Figure | None:
@@ -361,26 +296,39 @@ def ne_over_time(data: ReportData) -> Figure | None:
         return None
     hist["label"] = label(hist, data.runs.config_columns, usual_values(data))
     groups = list(hist.groupby("method", dropna=False, sort=False))[:MAX_PANELS]
-    fig, axes = _panels(len(groups))
-    pal = _palette(hist["label"])
+    # one y axis for all panels: "which method degrades least" is read across them
+    fig, axes = panels(len(groups), sharey=True)
+    pal = method_palette(hist["label"])
     for ax, (method, part) in zip(axes, groups):
-        sns.lineplot(part, x="step", y="value", hue="label", palette=pal, ax=ax)
-        ax.set_ylabel("val/ne")
-        _title(ax, str(method))
-    return _legend(fig, axes)
+        method_lines(part, "step", "value", pal, ax, markersize=3)
+        ax.set_ylabel(metric_label("val/ne"))
+        ax.yaxis.set_tick_params(labelleft=True)
+        panel_title(ax, str(method))
+    return one_legend(fig, axes)
 
 
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("ne_vs_memory", "NE vs total embedding memory", ne_vs_memory),
-    FigureSpec("throughput_ratio", "Training throughput relative to uniform", throughput_ratio),
-    FigureSpec("k_ablation", "Chunk count K: memory, NE, step time", k_ablation),
-    FigureSpec("utility_ablation", "Utility variants", utility_ablation),
-    FigureSpec("decay_sampling_heatmap", "Decay gamma x sample fraction", decay_sampling_heatmap),
-    FigureSpec("thresholds_comparison", "Manual vs adaptive thresholds", thresholds_comparison),
+    FigureSpec("ne_vs_memory", "NE vs total embedding memory", ne_vs_memory,
+               "C1, C3, C4: at equal total embedding memory, is FIITED's NE below every "
+               "baseline's?"),
+    FigureSpec("throughput_ratio", "Training throughput relative to uniform", throughput_ratio,
+               "C5: does FIITED train faster than the baselines (samples/s vs uniform)?"),
+    FigureSpec("k_ablation", "Chunk count K: memory, NE, step time", k_ablation,
+               "C7: does a larger chunk count K buy memory and NE for step time?"),
+    FigureSpec("utility_ablation", "Utility variants", utility_ablation,
+               "C6: does frequency x gradient utility beat frequency alone?"),
+    FigureSpec("decay_sampling_heatmap", "Decay gamma x sample fraction", decay_sampling_heatmap,
+               "C10: how sensitive is FIITED to the decay gamma and the sample fraction m?"),
+    FigureSpec("thresholds_comparison", "Manual vs adaptive thresholds", thresholds_comparison,
+               "C9: do adaptive per-position thresholds beat fixed manual ratios?"),
     FigureSpec("kept_fraction_over_time", "Kept fraction per chunk position over training",
-               kept_fraction_over_time),
-    FigureSpec("padding_comparison", "Zero padding vs projection", padding_comparison),
+               kept_fraction_over_time,
+               "C9, C11: do the kept fractions differ by chunk position and drift in training?"),
+    FigureSpec("padding_comparison", "Zero padding vs projection", padding_comparison,
+               "C8: does zero padding reach projection's NE at less cost?"),
     FigureSpec("kept_width_hist", "Kept-width histograms at the end of training",
-               kept_width_hist),
-    FigureSpec("ne_over_time", "Validation NE over training", ne_over_time),
+               kept_width_hist,
+               "C1: do rows end training with different widths (some keep more dimensions)?"),
+    FigureSpec("ne_over_time", "Validation NE over training", ne_over_time,
+               "C11: over long training on drifting data, whose NE degrades least?"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -100,7 +101,35 @@ def export(nb: nbformat.NotebookNode, out_dir: Path, stem: str) -> tuple[Path, P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ipynb, html = out_dir / f"{stem}.ipynb", out_dir / f"{stem}.html"
+    hide_code(nb)
     nbformat.write(nb, ipynb)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    # no CDN scripts (MathJax, require.js, mermaid): the page renders with no network at all
+    offline = {k: "" for k in ("mathjax_url", "require_js_url", "mermaid_js_url",
+                               "mermaid_layout_elk_js_url", "jquery_url", "widget_renderer_url",
+                               "jupyter_widgets_base_url")}
+    body, _ = HTMLExporter(**offline).from_notebook_node(nb)
+    body = re.sub(r'<script src="">\s*</script>', "", body)
+    body = body.replace("</head>", CODE_TOGGLE + "</head>", 1)
+    body = re.sub(r"(<body[^>]*>)", r"\1" + CODE_BUTTON, body, count=1)
     html.write_text(body, encoding="utf-8")
     return ipynb, html
+
+
+# Code hidden by default in the HTML; one button shows it (the .ipynb hides it in Jupyter too).
+CODE_TOGGLE = """<style>
+body:not(.show-code) .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+#code-toggle { position: fixed; top: 8px; right: 12px; z-index: 10; font: 13px sans-serif;
+  padding: 4px 10px; border: 1px solid #888; border-radius: 4px; background: #f6f6f6; }
+</style>
+"""
+CODE_BUTTON = ('<button id="code-toggle" onclick="document.body.classList.toggle(\'show-code\');'
+               'this.textContent=document.body.classList.contains(\'show-code\')?'
+               '\'Hide code\':\'Show code\'">Show code</button>')
+
+
+def hide_code(nb: nbformat.NotebookNode) -> None:
+    """Collapse every code cell's source (JupyterLab's ``source_hidden``): readers see
+    tables and figures first; the code is one click away."""
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.metadata.setdefault("jupyter", {})["source_hidden"] = True

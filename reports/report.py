@@ -3,6 +3,7 @@ opens with the figure-to-claim table."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,15 +77,21 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
         [f"figures/{p.name}" for p in out.figures.values()] + ["tables/compression_within.csv",
                                                                 "tables/config_summary.csv"],
         cfg.experiment)
+    verdicts = claims.verdicts(runs.complete, runs.ne_metric, runs.config_columns)
+    claim_rows = with_verdicts(claim_rows, verdicts)
     out.tables["claims"] = tables.write_table(claim_rows, out.out_dir / "tables", "claims")
+    out.tables["verdicts"] = tables.write_table(verdicts.by_dataset, out.out_dir / "tables",
+                                                "verdicts")
 
     if cfg.notebook:
         step(4, "notebook: generate, execute (headless), export HTML")
         template = notebook.template_for(cfg.experiment)
+        # paths relative to the notebook's own folder: none of this machine's paths inside
         nb = notebook.render(template, {"experiment": cfg.experiment,
-                                        "tracking_uri": runs.tracking_uri,
+                                        "tracking_uri": shown_uri(runs.tracking_uri,
+                                                                  out.out_dir),
                                         "reference": cfg.reference,
-                                        "figures_dir": str(out.out_dir / "figures")})
+                                        "figures_dir": "figures"})
         out.notebook_errors = notebook.execute(nb, out.out_dir, cfg.notebook_timeout_s)
         out.notebook, out.html = notebook.export(nb, out.out_dir, cfg.experiment)
         for err in out.notebook_errors:
@@ -95,9 +102,29 @@ def build_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Repor
 
     step(5, "index")
     out.index = out.out_dir / "report.md"
-    out.index.write_text(_index(cfg, data, out, claim_rows), encoding="utf-8")
+    out.index.write_text(_index(cfg, data, out, claim_rows, verdicts), encoding="utf-8")
     log(f"  {out.index}")
     return out
+
+
+def with_verdicts(claim_rows: pd.DataFrame, v) -> pd.DataFrame:
+    """The figure-to-claim table plus each claim's verdict over these runs (reports/claims.py),
+    "not decided by a rule" where no check covers the claim or the runs cannot decide it."""
+    decided = {}
+    for claim, g in v.summary.groupby("claim", sort=False):
+        decided[claim] = "; ".join(f"{r.variant}: {r.summary}" if len(g) > 1 else r.summary
+                                   for r in g.itertuples())
+    out = claim_rows.copy()
+    out.insert(3, "verdict", [decided.get(c, "not decided by a rule") for c in out["claim"]])
+    return out
+
+
+def shown_uri(uri: str, base: Path) -> str:
+    """A sqlite URI relative to ``base`` (reports and notebooks carry no absolute path)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    return prefix + os.path.relpath(uri[len(prefix):], base)
 
 
 def _reference_note(runs) -> str:
@@ -122,19 +149,24 @@ def _describe(row: pd.Series, cols) -> str:
     what = [f"status {row['status']}"] if row["status"] != "FINISHED" else []
     if row["missing_metrics"]:
         what.append(f"lacks {row['missing_metrics']}")
+    if isinstance(row.get("note"), str) and row["note"]:
+        what.append(row["note"])
     used = "excluded" if row["excluded"] else "kept"
     return f"run {row['run_id']} ({cfg}): {'; '.join(what)} [{used}]"
 
 
 def _index(cfg: ReportConfig, data: ReportData, out: ReportOutputs,
-           claim_rows: pd.DataFrame) -> str:
+           claim_rows: pd.DataFrame, verdicts) -> str:
     runs = data.runs
     lines = [f"# Report: experiment `{cfg.experiment}`", "",
-             f"Store `{runs.tracking_uri}`; {len(runs.frame)} runs, {len(runs.complete)} "
-             f"complete; configs differ in {', '.join(runs.config_columns)}. Generated "
+             f"Store `{shown_uri(runs.tracking_uri, Path.cwd())}`; {len(runs.frame)} runs, "
+             f"{len(runs.complete)} complete; configs differ in "
+             f"{', '.join(runs.config_columns)}. Generated "
              f"{dt.datetime.now().isoformat(timespec='seconds')} by `fiited-report`.", "",
+             "## Figure → paper claim: what these runs say", "", tables.to_markdown(claim_rows),
+             "",
+             claims.verdicts_markdown(verdicts), "",
              _reference_note(runs), "",
-             "## Figure → paper claim (PAPER.md)", "", tables.to_markdown(claim_rows), "",
              "## Runs missing results", ""]
     if out.missing is None or out.missing.empty:
         lines.append("None: every run finished with all expected metrics.")

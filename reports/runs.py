@@ -12,10 +12,8 @@ returns) so that reading a store never changes the caller's global tracking URI.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -43,7 +41,9 @@ CONFIG_FIELDS: dict[str, tuple[str, str | None]] = {
 SEED_FIELD = ("seed", "seed")
 FLOAT_FIELDS = frozenset({"budget", "gamma", "sample_frac"})
 INT_FIELDS = frozenset({"K", "dim", "seed"})
-KEPT_TAGS = ("dataset_fingerprint", "git_commit", "torch_version", "device", "experiment")
+KEPT_TAGS = ("dataset_fingerprint", "git_commit", "torch_version", "device", "experiment",
+             "fiited.config", "fiited.resumed_from")
+SWEEP_TAG = "fiited.sweep"  # a sweep's parent run: no training of its own, not a row
 
 FINAL_METRICS = (
     "val/ne", "val/auc", "val/logloss", "test/ne", "test/auc", "test/logloss", "bayes_ne",
@@ -120,9 +120,12 @@ class RunTable:
         """Runs that failed, are unfinished, or lack expected metrics, and whether they are used."""
         f = self.frame
         bad = f[~f["complete"] | (f["missing_metrics"] != "")]
-        cols = ["run_id", "run_name", *self.config_columns, "seed", "status", "missing_metrics"]
+        cols = ["run_id", "run_name", *self.config_columns, "seed", "status", "missing_metrics",
+                "note"]
         out = bad[[c for c in dict.fromkeys(cols) if c in bad]].copy()
         out["excluded"] = ~bad["complete"]
+        if "note" in out:
+            out["note"] = out["note"].astype(object).where(out["note"].notna(), "")
         return out.reset_index(drop=True)
 
     @property
@@ -226,9 +229,12 @@ def tidy_frame(runs: Iterable) -> pd.DataFrame:
     rows = []
     for run in runs:
         params, tags = run.data.params, run.data.tags
+        if tags.get(SWEEP_TAG) == "parent":
+            continue
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name,
                "status": run.info.status, "start_time": run.info.start_time,
-               "artifact_uri": run.info.artifact_uri}
+               "artifact_uri": run.info.artifact_uri,
+               "note": _lost(run.info.status, tags)}
         for col, (pkey, tkey) in {**CONFIG_FIELDS, "seed": SEED_FIELD}.items():
             row[col] = params.get(pkey, tags.get(tkey) if tkey else None)
         row.update({k: v for k, v in params.items() if k not in known and k not in row})
@@ -237,7 +243,7 @@ def tidy_frame(runs: Iterable) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=["run_id", "run_name", "status", "start_time",
+        frame = pd.DataFrame(columns=["run_id", "run_name", "status", "start_time", "note",
                                       "artifact_uri", *CONFIG_FIELDS, "seed"])
     for col in frame.columns:
         if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
@@ -261,8 +267,32 @@ def tidy_frame(runs: Iterable) -> pd.DataFrame:
                                 for _, ok in has.iterrows()]
     frame["complete"] = (frame["status"] == "FINISHED") & frame[list(CORE_METRICS)].notna().all(
         axis=1)
+    _keep_latest(frame)
     return frame.sort_values(["method", "budget", "seed"], ascending=[True, False, True],
                              na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _lost(status: str, tags) -> str:
+    """Why a RUNNING run's process is gone (kill -9, a lost node), '' when it may live."""
+    if status != "RUNNING":
+        return tags.get("fiited.lost", "") and f"lost: {tags['fiited.lost']}"
+    from benchmark.run_state import why_lost
+
+    reason = why_lost(tags)
+    return f"lost: {reason}" if reason else ""
+
+
+def _keep_latest(frame: pd.DataFrame) -> None:
+    """Each (config, seed) counts once: of complete runs with one config fingerprint (a re-run,
+    a resumed run), the latest; the others are excluded and say which run replaced them."""
+    key = "tag.fiited.config"
+    if key not in frame or frame.empty:
+        return
+    done = frame[frame["complete"] & frame[key].notna()]
+    latest = done.sort_values("start_time").groupby(key)["run_id"].last()
+    dup = done.index[done["run_id"] != done[key].map(latest)]
+    frame.loc[dup, "complete"] = False
+    frame.loc[dup, "note"] = "superseded by run " + frame.loc[dup, key].map(latest)
 
 
 def _numeric(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -288,7 +318,7 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
         return cols
     metrics = set(FINAL_METRICS) | {c for c in frame.columns if "/" in c}
     skip = {"run_id", "run_name", "status", "start_time", "artifact_uri", "seed",
-            "missing_metrics",
+            "missing_metrics", "note",
             "complete", *cols, *metrics}
     candidates = [c for c in CONFIG_FIELDS if c not in skip] + [
         c for c in frame.columns if "." in c and not c.startswith("tag.") and c not in skip
@@ -320,59 +350,3 @@ def metric_history(table: RunTable, run_ids: Sequence[str], keys: Sequence[str])
                 continue
             rows.extend((rid, key, m.step, m.value) for m in client.get_metric_history(rid, key))
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
-
-
-def load_dims(table: RunTable, run_ids: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
-    """``dims.json`` of each run as a long frame (run_id, table, width, count) plus problems.
-
-    A run without the artifact is skipped; a malformed one is skipped and named in the
-    problems, so one bad file does not take the whole report down.
-    """
-    client = _client(table.tracking_uri)
-    where = table.frame.set_index("run_id")["artifact_uri"]
-    rows, problems = [], []
-    with tempfile.TemporaryDirectory(prefix="fiited-dims-") as tmp:
-        for rid in run_ids:
-            local = _local_path(where.get(rid))
-            if local is not None:   # the harness's default: read the file where it lies
-                path = local / "dims.json"
-                if not path.is_file():
-                    continue
-            else:
-                if "dims.json" not in {a.path for a in client.list_artifacts(rid)}:
-                    continue
-                path = Path(client.download_artifacts(rid, "dims.json", os.path.join(tmp, rid)))
-            try:
-                rows.extend((rid, *r) for r in parse_dims(path.read_text()))
-            except ValueError as e:
-                problems.append(f"run {rid}: {path}: {e}")
-    return pd.DataFrame(rows, columns=["run_id", "table", "width", "count"]), problems
-
-
-def _local_path(artifact_uri) -> Path | None:
-    if not isinstance(artifact_uri, str):
-        return None
-    if artifact_uri.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        return Path(unquote(urlparse(artifact_uri).path))
-    return Path(artifact_uri) if artifact_uri.startswith("/") else None
-
-
-def parse_dims(text: str) -> list[tuple[str, int, int]]:
-    """``{table: [rows with kept width 0, 1, .., D]}`` -> (table, width, count) triples."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"expected an object of table -> counts, got {type(data).__name__}")
-    out = []
-    for name, counts in data.items():
-        if not isinstance(counts, list) or not all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0
-                for c in counts):
-            raise ValueError(f"table {name!r}: expected a list of non-negative counts per kept "
-                             f"width 0..D, got {str(counts)[:60]}")
-        out.extend((name, w, int(c)) for w, c in enumerate(counts))
-    return out

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports.palette import fraction, human_bytes
 from reports.runs import RunTable
 
 UNIFORM = "uniform"
@@ -134,6 +135,9 @@ def to_markdown(frame: pd.DataFrame) -> str:
             cols.append(base)
             cells.append([_fmt(m) + (f" ± {_fmt(s, 2)}" if _present(s) else "")
                           for m, s in zip(frame[c], std if std is not None else [None] * len(frame))])
+        elif c == "budget":
+            cols.append(c)
+            cells.append([fraction(v) if _present(v) else "" for v in frame[c]])
         else:
             cols.append(c)
             cells.append([_fmt(v) for v in frame[c]])
@@ -162,3 +166,40 @@ def _fmt(v, digits: int = 6) -> str:
             return "0"
         return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.{digits}g}"
     return str(v).replace("|", "\\|")
+
+
+# (column of config_summary, header, format) for the short view a reader scans first
+TIDY = (("val/ne", "val NE", "{:.4f}"), ("test/ne", "test NE", "{:.4f}"),
+        (NE_DELTA, "NE vs uniform %", "{:+.2f}"), ("mem/total_bytes", "total memory", "bytes"),
+        ("mem/total_compression", "total x smaller", "{:.1f}"),
+        ("mem/compression", "weights x smaller", "{:.1f}"),
+        ("perf/train_samples_per_s", "train samples/s", "{:,.0f}"))
+
+
+def tidy_summary(summary: pd.DataFrame, config_columns) -> pd.DataFrame:
+    """config_summary as a reader scans it: the config, budget as a fraction, then
+    mean ± std of NE, memory and speed in units (the full table stays in the CSV)."""
+    out = pd.DataFrame(index=summary.index)
+    for c in config_columns:
+        if c in summary:
+            out[c.removeprefix("method.")] = (summary[c].map(fraction) if c == "budget"
+                                              else summary[c])
+    if "seeds" in summary:
+        out["seeds"] = summary["seeds"]
+    for key, head, fmt in TIDY:
+        if f"{key} mean" not in summary:
+            continue
+        mean, std = summary[f"{key} mean"], summary.get(f"{key} std")
+        out[head] = [_tidy(m, fmt) + (f" ± {_tidy(s, fmt)}" if _present(s) and s > 0 and
+                                      fmt != "bytes" else "")
+                     for m, s in zip(mean, std if std is not None else [None] * len(mean))]
+    return out.reset_index(drop=True)
+
+
+def _tidy(v, fmt: str) -> str:
+    if not _present(v):
+        return "-"
+    if fmt == "bytes":
+        return human_bytes(float(v))
+    return fmt.format(v)
+

@@ -43,7 +43,7 @@ def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(run_ap
     proc = run_app("method=fiited", "scale=smoke", smoke_data, "tracking.experiment=single",
                    tiny=False)
     assert "val NE" in proc.stdout
-    proc = run_app("-m", "method=uniform,fiited", "method.budget=0.5,0.25", "scale=smoke",
+    proc = run_app("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke",
                    smoke_data, "tracking.experiment=grid", tiny=False)
     assert "4 finished runs" in proc.stdout
     assert "[sweep] 4/4 done, 0 failed" in proc.stderr  # the launcher-side progress line
@@ -60,7 +60,7 @@ def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(run_ap
         tags = r.data.tags
         assert r.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
-        assert tags["dataset"] == "synthetic_criteo" and tags["budget"] in ("0.5", "0.25")
+        assert tags["dataset"] == "synthetic_criteo" and tags["budget"] in ("1.0", "0.5")
         assert tags["mlflow.user"] and tags["mlflow.source.name"] and tags[HOST_TAG]
         assert tags["mlflow.source.git.commit"] in tags["git_commit"]
         assert ("K" in tags) == (tags["method"] == "fiited")
@@ -70,7 +70,7 @@ def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(run_ap
         assert inp.dataset.digest == tags["dataset_fingerprint"][:36]
         assert '"train_rows": ' in inp.dataset.profile and "criteo" in inp.dataset.source
     # the same sweep again runs nothing: every config already FINISHED
-    proc = run_app("-m", "method=uniform,fiited", "method.budget=0.5,0.25", "scale=smoke",
+    proc = run_app("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke",
                    smoke_data, "tracking.experiment=grid", tiny=False)
     assert "4 finished runs" in proc.stdout and "4 already finished" in proc.stderr
     _, _, again = _runs(tmp_path, "grid")

@@ -47,8 +47,8 @@ def test_labels_name_only_what_differs_from_the_usual_config(store):
     data = load_report_data("ablations", store.uri)
     runs = data.runs.complete
     labels = set(label(runs, data.runs.config_columns, usual_values(data)))
-    assert {"uniform budget=1", "hashing budget=0.5", "fiited budget=0.1", "fiited budget=0.1 K=2",
-            "fiited budget=0.1 thresholds=manual manual_ratios=[0.5, 0.7, 0.8, 1.0]"} <= labels
+    assert {"uniform budget=1", "hashing budget=1/2", "fiited budget=1/10", "fiited budget=1/10 K=2",
+            "fiited budget=1/10 thresholds=manual manual_ratios=[0.5, 0.7, 0.8, 1.0]"} <= labels
     assert len(labels) == len(CONFIGS)
 
 

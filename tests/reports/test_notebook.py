@@ -1,6 +1,9 @@
 """The generated notebook: executed headless, no errors, figures embedded, HTML exported."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import nbformat
 import pytest
 
@@ -15,10 +18,28 @@ def test_executed_notebook_has_no_errors_and_embeds_images(report):
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 5
-    text = "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    text = "".join(str(o.get("data", {}).get(k, "")) for o in outputs
+                   for k in ("text/plain", "text/html"))
     assert "fiited" in text and "uniform" in text   # the tables were computed in the kernel
     html = (report.out / "ablations.html").read_text()
     assert html.count("data:image/png;base64") >= 5
+
+
+def test_notebook_hides_code_names_no_machine_path_and_renders_offline(report, store):
+    raw = (report.out / "ablations.ipynb").read_text()
+    nb = nbformat.reads(raw, as_version=4)
+    assert all(c.metadata["jupyter"]["source_hidden"] for c in nb.cells if c.cell_type == "code")
+    db = store.uri.removeprefix("sqlite:///")
+    for path in (str(report.out), str(Path(db).parent)):
+        assert path not in raw, path
+    html = (report.out / "ablations.html").read_text()
+    assert 'id="code-toggle"' in html and "body:not(.show-code)" in html
+    assert not re.findall(r'<script[^>]+src="[^"]+"', html)  # no CDN: renders offline
+    assert "https://cdnjs" not in html
+    # the verdict column heads the notebook, as it heads report.md
+    first_html = next(o["data"]["text/html"] for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs if "text/html" in o.get("data", {}))
+    assert "verdict" in first_html and "claim" in first_html
 
 
 def test_parameters_are_injected_after_the_parameters_cell(tmp_path):

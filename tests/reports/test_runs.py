@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from reports import ReportError
-from reports.runs import load_runs, parse_dims, representatives, resolve_tracking_uri
+from reports.dims import parse_dims
+from reports.runs import load_runs, representatives, resolve_tracking_uri
 
 from report_store import CONFIGS, SEEDS
 
