@@ -14,14 +14,17 @@ Budget (``method.budget``, a fraction of uniform's bytes):
 - ``thresholds: manual``: capacity = sum_k (1 - p_k) * rows, from the ratios; ``budget`` and
   ``budget_scope`` are not used.
 
-Index (``method.index``): ``direct`` keeps an entry (K int32 addresses + K float32
-utilities) for every virtual row: 8K bytes per row, i.e. 32 bytes/row at K=4 against 64
-bytes/row of uniform weights at D=16, so at small budgets the metadata outweighs the weights.
-``hashed`` keeps entries only for live rows: at most ``index_entries * capacity / K`` of them
-in an open-addressing table of ``1/index_load`` times as many slots (plus a key per slot);
-rows without an entry read zeros and earn no utility until they get one (on access, while
-there is room; each event frees ``index_reserve`` of the entries by dropping the least useful
-ones, chunks and history with them). Metadata then scales with the budget, not the vocabulary.
+Index (``method.index``, per table; ``fiited.index``): ``direct`` keeps an entry (K int32
+addresses + K float32 utilities) for every virtual row: 8K bytes per row, i.e. 32 bytes/row at
+K=4 against 64 bytes/row of uniform weights at D=16, so at small budgets the metadata
+outweighs the weights. ``hashed`` keeps entries only for live rows: at most
+``index_entries * (the table's share of the pool) / K`` per table, in one open-addressing
+table of ``1/index_load`` times as many slots (plus a key per slot); rows without an entry
+read zeros and earn no utility until they get one (admission is frequency-gated by a count-min
+sketch of ``admission_sketch`` counters per entry; each event frees ``index_reserve`` of every
+table's entries by dropping the least useful ones, chunks and history with them). Metadata
+then scales with the budget, not the vocabulary. ``auto``: direct for tables of at most
+``index_auto_rows`` rows, hashed above. Sizes come from ``fiited.budget.store_sizes``.
 
 With capacity for every chunk the store starts full, with uniform's exact initial values, so
 FIITED then trains exactly like uniform (SGD at any K; row-wise Adagrad only at K=1, because
@@ -36,7 +39,6 @@ from typing import List, Optional
 
 import torch
 
-from fiited.errors import BudgetInfeasible
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
 from fiited.kernels import lookup
 from fiited.memory import MemoryReport, tensor_bytes
@@ -44,7 +46,9 @@ from fiited.padding import PADDINGS, ProjectionPadding
 from fiited.pruning import (LAYOUTS, NORMALISERS, POOLS, SAMPLERS, THRESHOLDS, PrunePolicy,
                             ScheduleConfig, group_capacities, run_event)
 from fiited.registry import register_method
-from fiited.store import INDEXES, INITS, ChunkStore, busiest_first, gather_rows
+from fiited.budget import StoreGeometry, store_sizes
+from fiited.index import AUTO_DIRECT_MAX_ROWS, INDEXES
+from fiited.store import INITS, ChunkStore, busiest_first, gather_rows
 from fiited.utility import DECAY_MODES, UTILITIES, ChunkUtility
 
 BUDGET_SCOPES = ("weights", "total")
@@ -61,7 +65,7 @@ class FiitedConfig(MethodConfig):
 
     name: str = "fiited"
     budget: float = 0.25
-    budget_scope: str = "weights"          # weights | total (see module doc)
+    budget_scope: str = "total"            # total | weights (see module doc)
     num_chunks: int = 4                    # K; must divide the embedding dim
     utility: str = "freq_grad"             # freq | grad | freq_grad
     gamma: float = 0.99                    # decay per step (decay_per=step) or per event
@@ -81,7 +85,9 @@ class FiitedConfig(MethodConfig):
     first_access_init: str = "random"      # zero | random (DLRM's U(+-1/sqrt(n)))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     padding: str = "zeros"                 # zeros | projection
-    index: str = "direct"                  # direct (one entry per row) | hashed (live rows only)
+    index: str = "auto"                    # auto (per table, by size) | direct | hashed
+    index_auto_rows: int = AUTO_DIRECT_MAX_ROWS  # auto: direct up to this many rows
+    admission_sketch: float = 1.0          # hashed: sketch counters per entry (0: first come)
     index_entries: float = 2.0             # hashed: live entries = this x (capacity / K)
     index_load: float = 0.75               # hashed: max load of the open-addressing table
     index_reserve: float = 0.1             # hashed: entry capacity left free at events for new ids
@@ -104,6 +110,10 @@ class FiitedConfig(MethodConfig):
         _one_of("first_access_init", self.first_access_init, INITS)
         _one_of("padding", self.padding, PADDINGS)
         _one_of("index", self.index, INDEXES)
+        if self.index_auto_rows < 0:
+            raise ValueError(f"method.index_auto_rows must be >= 0, got {self.index_auto_rows}")
+        if self.admission_sketch < 0:
+            raise ValueError(f"method.admission_sketch must be >= 0, got {self.admission_sketch}")
         if not self.index_entries > 0:
             raise ValueError(f"method.index_entries must be > 0, got {self.index_entries}")
         if not 0 < self.index_load <= 1:
@@ -161,13 +171,14 @@ class Fiited(EmbeddingMethod):
         self.init_seed = (run_seed * 0x9E3779B1 + 0x5F1173D) & 0x7FFFFFFF  # keyed draws
         self.projection = (ProjectionPadding(len(rows), K, self.chunk_width)
                            if cfg.padding == "projection" else None)
-        chunks, num_entries, max_live = self._sizes(rows)
-        caps, table_group = group_capacities(rows, K, self.policy, chunks)
+        sizes = self._sizes(rows)
+        caps, table_group = group_capacities(rows, K, self.policy, sizes.chunks)
         self.store = ChunkStore(rows, K, self.chunk_width, caps, table_group, optim,
-                                index=cfg.index, num_entries=num_entries, max_live=max_live)
+                                index=sizes.kinds, num_entries=sizes.num_slots,
+                                live_cap=sizes.live_cap, sketch_per_entry=cfg.admission_sketch)
         self.utility = ChunkUtility(self.store.num_entries, K, cfg.utility, cfg.gamma,
                                     cfg.decay_per)
-        if cfg.index == "direct" and self.store.capacity == self.total_rows * K:
+        if self.store.index.identity and self.store.capacity == self.total_rows * K:
             # Everything fits: start full with uniform's exact initial values.
             gen = torch.Generator().manual_seed(self.seed)
             per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
@@ -181,57 +192,20 @@ class Fiited(EmbeddingMethod):
                 raise RuntimeError(f"ledger {self.memory().total} exceeds budget {limit}")
 
     # ---- sizing ----------------------------------------------------------------------------
-    def _entries_for(self, chunks: int, total_rows: int) -> tuple[int, int]:
-        """(entry slots, max live entries) for a pool of ``chunks``."""
-        cfg: FiitedConfig = self.config
-        if cfg.index == "direct":
-            return total_rows, total_rows
-        live = min(total_rows, max(1, math.ceil(cfg.index_entries * chunks / self.num_chunks)))
-        return max(live, math.ceil(live / cfg.index_load)), live
-
-    def _sizes(self, rows: list[int]) -> tuple[int, int, int]:
-        """(pool chunks, entry slots, max live entries) from the budget knobs."""
-        cfg: FiitedConfig = self.config
-        K, R = self.num_chunks, sum(rows)
-        all_chunks = R * K
-        if cfg.thresholds == "manual":
-            chunks = min(all_chunks, math.floor(sum(1 - p for p in cfg.manual_ratios) * R + 1e-9))
-        elif cfg.budget_scope == "weights":
-            chunks = min(all_chunks, math.floor(cfg.budget * all_chunks + 1e-9))
-        else:
-            chunks = self._total_scope_chunks(R)
-        return (chunks, *self._entries_for(chunks, R))
-
-    def _total_scope_chunks(self, R: int) -> int:
-        """The largest pool whose whole ledger stays within budget * uniform's total."""
+    def _sizes(self, rows: list[int]):
+        """Pool capacity and index sizes from the budget knobs (``fiited.budget``)."""
         cfg: FiitedConfig = self.config
         K = self.num_chunks
         groups = 1 if cfg.pool == "shared" else len(self.tables)
         fixed = (ChunkStore.geometry_bytes(len(self.tables), groups, K)
                  + tensor_bytes(self.num_rows, self.table_offsets)
                  + (self.projection.extra_bytes() if self.projection is not None else 0))
-        per_entry = ChunkStore.bytes_per_entry(K, R, cfg.index) + 4 * K      # + utilities
-        per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim)
-        limit = cfg.budget * self.uniform_reference()[1]
-
-        def total(chunks: int) -> int:
-            return fixed + chunks * per_chunk + self._entries_for(chunks, R)[0] * per_entry
-
-        if cfg.index == "direct":
-            chunks = math.floor((limit - fixed - R * per_entry) / per_chunk)
-        else:
-            chunks = math.floor((limit - fixed) / (per_chunk + per_entry * cfg.index_entries
-                                                  / K / cfg.index_load))
-        chunks = min(chunks, R * K)
-        while chunks >= 1 and total(chunks) > limit:
-            chunks -= 1
-        if chunks < 1:
-            raise BudgetInfeasible(
-                f"method.budget={cfg.budget} with method.budget_scope=total allows {limit:.0f} "
-                f"bytes, too few for any chunk next to the metadata (index={cfg.index}: "
-                f"{per_entry} bytes per entry, {R} rows): raise method.budget, lower "
-                f"method.num_chunks, use method.index=hashed, or budget_scope=weights")
-        return chunks
+        geo = StoreGeometry(rows, K, ChunkStore.bytes_per_chunk(self.chunk_width, self.optim),
+                            cfg.index, cfg.index_auto_rows, cfg.index_entries, cfg.index_load,
+                            cfg.admission_sketch, fixed)
+        manual = cfg.manual_ratios if cfg.thresholds == "manual" else None
+        return store_sizes(geo, cfg.budget, cfg.budget_scope, manual,
+                           self.uniform_reference()[1])
 
     # ---- the interface ---------------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -241,7 +215,7 @@ class Fiited(EmbeddingMethod):
         entries = store.entries_of(rows, insert=self.training)      # direct: the rows
         if self.training and self.config.first_access_alloc and store.has_free():
             self._first_access(entries)
-        if store.keys is None:
+        if store.every_row_has_entry:
             valid = None
             addrs = gather_rows(store.addr, entries)
         else:                                   # rows without an entry read zeros
@@ -323,8 +297,7 @@ class Fiited(EmbeddingMethod):
         uw, ut = self.uniform_reference()
         s = self.store
         per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim)
-        per_entry = (ChunkStore.bytes_per_entry(self.num_chunks, self.total_rows, s.index)
-                     + 4 * self.num_chunks)
+        per_entry = 8 * self.num_chunks
         kept, entries = self._table_stats()
         chunks = s.group_cap.tolist() if self.policy.pool == "per_table" else kept.sum(1).tolist()
         per_table = {t.name: int(c) * per_chunk + int(e) * per_entry

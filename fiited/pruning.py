@@ -112,7 +112,7 @@ def sample_entries(store: ChunkStore, policy: PrunePolicy, seed: int, step: int
         for a, b in blocks(store.num_entries):
             rows, tabs = store.entry_range(a, b)
             e = torch.arange(a, b, device=counts.device)
-            if store.keys is not None:
+            if not store.every_row_has_entry:
                 live = (tabs >= 0).nonzero().squeeze(1)
                 e, rows, tabs = e[live], rows[live], tabs[live]
             ids = rows - store.table_starts.index_select(0, tabs)
@@ -307,7 +307,7 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     if waiting:
         allocated += int(store.allocate(torch.cat(waiting), policy.regrow_init, seed).sum())
     metrics: dict[str, float] = {}
-    if store.keys is not None:
+    if not store.every_row_has_entry:
         metrics.update(_drop_entries(store, utility, policy, margins, seed))
 
     kept = store.kept_per_table()                     # [F, K]
@@ -340,35 +340,45 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
 
 def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
                   margins: Margins, seed: int) -> dict[str, float]:
-    """Hashed index: leave ``index_reserve`` of the entry capacity free for rows not seen yet.
+    """Hashed tables: leave ``index_reserve`` of each table's entry budget free for ids not
+    seen yet, and set the admission bar.
 
-    If more entries are live than that allows, the ones with the lowest best (normalised)
-    chunk score go, chunks and utility history with them, and the table is rebuilt; slots
-    their chunks held are then topped up with the best absent chunks left (u > 0).
+    Where a table has more live entries than that allows, the ones with the lowest best
+    (normalised) chunk score go, chunks and utility history with them, and the hash table is
+    rebuilt; slots their chunks held are then topped up with the best absent chunks left
+    (u > 0). Then the bar a new id's estimated count must beat (``fiited.index``).
     """
-    target = store.max_live - math.ceil(policy.index_reserve * store.max_live)
-    dropped = max(0, store.live - target)
+    h = store.index.hashed
+    D = store.index.D
+    cap = h.live_cap
+    target = cap - torch.ceil(policy.index_reserve * cap.double()).long()
+    over = (h.live_per_table - target).clamp_min(0)
+    dropped = int(over.sum())
     freed = 0
+    hashed_blocks = [(max(a, D), b) for a, b in blocks(store.num_entries) if b > D]
     if dropped:
-        worst = TopK(store, [dropped], largest=False, per_entry=True)
-        for a, b in blocks(store.num_entries):
-            worst.add(margins.block(a, b), None)
+        worst = TopK(store, over.tolist(), largest=False, per_entry=True)
+        for a, b in hashed_blocks:
+            worst.add(margins.block(a, b), torch.ones(b - a, dtype=torch.bool,
+                                                       device=store.addr.device))
         gone = worst.result()                         # entries, sorted
-        present = store.addr[gone] >= 0
-        chunks = present.nonzero()
-        store.evict(gone[chunks[:, 0]] * store.num_chunks + chunks[:, 1])
-        freed = chunks.shape[0]
-        keep = store.keys >= 0
-        keep[gone] = False
-        old, new = store.rebuild(keep)
-        utility.move(old, new)
+        before = int(store.kept.sum())
+        old, new = store.drop_entries(gone)
+        freed = before - int(store.kept.sum())
+        utility.move(old, new, D)
         if freed:
-            free = store.free_top.tolist()
-            fill = TopK(store, free, largest=True)
+            fill = TopK(store, store.free_top.tolist(), largest=True)
             for a, b in blocks(store.num_entries):
                 m = margins.block(a, b)
                 fill.add(m, ~m.present & m.positive)
             store.allocate(fill.result(), policy.regrow_init, seed)
+    bar = torch.full((cap.numel(),), math.inf, device=store.addr.device)
+    for a, b in hashed_blocks:
+        rows, tables = store.entry_range(a, b)
+        live = tables >= 0
+        tables, rows = tables[live], rows[live]
+        h.weakest(bar, tables, rows - store.table_starts.index_select(0, tables))
+    h.age(bar)
     return {"prune/entries_dropped": float(dropped), "prune/live_entries": float(store.live),
             "prune/max_probe": float(store.max_probe),
             "prune/evicted_with_entries": float(freed)}

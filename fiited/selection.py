@@ -22,8 +22,10 @@ class Block:
 
     def __init__(self, a: int, num_chunks: int, num_groups: int, present: torch.Tensor,
                  keep: torch.Tensor, positive: torch.Tensor, margin: torch.Tensor,
-                 score: torch.Tensor, g: torch.Tensor, live: torch.Tensor) -> None:
+                 score: torch.Tensor, g: torch.Tensor, live: torch.Tensor,
+                 tables: torch.Tensor, rows: torch.Tensor) -> None:
         self.a, self.K, self.G = a, num_chunks, num_groups
+        self.tables, self.rows = tables, rows
         self.present, self.keep, self.positive = present, keep, positive
         self.margin, self.score, self.g, self.live = margin, score, g, live
 
@@ -79,7 +81,7 @@ class Margins:
             positive = score > 0
         positive &= live.unsqueeze(1)
         return Block(a, s.num_chunks, s.num_groups, s.addr[a:b] >= 0, margin > 0, positive,
-                     margin, score, g, live)
+                     margin, score, g, live, tables, rows)
 
 
 class TopK:
@@ -87,7 +89,8 @@ class TopK:
 
     ``largest``: best = highest margin, ties to the smallest (table, id) hash and position;
     otherwise the exact complement order (the ones the top order ranks last). ``per_entry``:
-    candidates are live entries ranked by their best chunk score, one group.
+    candidates are the live entries of ``mask`` [n] ranked by their best chunk score, k per
+    table.
     """
 
     def __init__(self, store: ChunkStore, k: list[int], largest: bool = True,
@@ -104,10 +107,10 @@ class TopK:
         if self.total == 0:
             return
         if self.per_entry:
-            live = block.live.nonzero().squeeze(1)
+            live = (block.live & mask).nonzero().squeeze(1)
             flat = live + block.a
             prio = block.score[live].max(dim=1).values
-            g = torch.zeros_like(flat)
+            g = block.tables[live]
         else:
             flat = block.flat(mask)
             prio = block.margin[mask]

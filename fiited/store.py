@@ -1,16 +1,10 @@
 """The VHPI chunk store: virtually hashed entries, physically indexed chunk pool.
 
 An *entry* holds K chunk addresses ``addr[e, k]`` (int32 pool slot, -1 = absent: reads as
-zeros); utilities live beside it (``fiited.utility``, same entry index). Two indexes map a
-virtual row (table-batched, ``r = table offset + id``) to its entry:
-
-- ``direct``: one entry per virtual row (entry = row). Metadata scales with the vocabulary.
-- ``hashed``: entries only for live rows, in an open-addressing table of ``num_entries`` slots
-  (keys = rows, -1 = empty; linear probing from a multiplicative hash). At most
-  ``max_live`` keys live in it (the load bound), so metadata scales with the budget, not the
-  vocabulary. Rows without an entry read zeros and earn no utility until they get one.
-  Deletions happen only in ``rebuild`` (re-insert the survivors), so probe chains never
-  break and no tombstones are needed.
+zeros); utilities live beside it (``fiited.utility``, same entry index). Which entry a virtual
+row (table-batched, ``r = table offset + id``) has is the index's business
+(``fiited.index.TableIndex``: ``direct`` or ``hashed``, chosen per table); rows without an
+entry read zeros and earn no utility until they get one.
 
 The pool ``[capacity, C]`` and its per-chunk optimizer state are allocated once, at the
 budget. Slots are handed out by a LIFO free stack per *group* (one group per table for
@@ -18,8 +12,8 @@ budget. Slots are handed out by a LIFO free stack per *group* (one group per tab
 ``[group_start[g], group_start[g] + group_cap[g])`` and its stack lives in the same range of
 ``free_stack``, with ``free_top[g]`` free slots on it. One slot is one chunk: no fragmentation.
 
-Everything is vectorised over the entries or chunks touched; loops run over groups, tables or
-probe distances, never over ids.
+Everything is vectorised over the entries or chunks touched; loops run over groups, tables,
+blocks of entries or probe distances, never over ids.
 """
 from __future__ import annotations
 
@@ -28,14 +22,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fiited.kernels.cpu import hash_find
+from fiited.budget import split_entries
+from fiited.index import TableIndex, table_kinds
 from fiited.keyed import keyed_hash, keyed_init
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
 
 INITS = ("zero", "random")
-INDEXES = ("direct", "hashed")
-_HASH = 2654435761          # Knuth's multiplicative constant; rows < 2**32 keep products < 2**63
 EVENT_BLOCK = 1 << 16       # entries per block of an event / report pass (bounded temporaries)
 
 
@@ -76,14 +69,16 @@ class ChunkStore(nn.Module):
 
     def __init__(self, table_rows: Sequence[int], num_chunks: int, chunk_width: int,
                  group_caps: Sequence[int], table_group: Sequence[int],
-                 optim: SparseOptimConfig, index: str = "direct", num_entries: int = 0,
-                 max_live: int = 0) -> None:
+                 optim: SparseOptimConfig, index: str | Sequence[str] = "direct",
+                 num_entries: int = 0, max_live: int = 0,
+                 live_cap: Sequence[int] | None = None, sketch_per_entry: float = 1.0) -> None:
+        """``index``: one kind for all tables, or one per table. Hashed tables share
+        ``num_entries`` slots; their entry budgets are ``live_cap`` (per table) or
+        ``max_live`` split over them in proportion to their rows."""
         super().__init__()
         if len(table_group) != len(table_rows):
             raise ValueError("table_group needs one group id per table")
-        if index not in INDEXES:
-            raise ValueError(f"method.index={index!r} is not one of {INDEXES}")
-        self.index = index
+        kinds = table_kinds(table_rows, index) if isinstance(index, str) else list(index)
         self.num_chunks = int(num_chunks)
         self.chunk_width = int(chunk_width)
         self.num_groups = len(group_caps)
@@ -92,24 +87,13 @@ class ChunkStore(nn.Module):
         caps = torch.tensor([int(c) for c in group_caps], dtype=torch.int64)
         if bool((caps < 0).any()):
             raise ValueError(f"group capacities must be >= 0, got {caps.tolist()}")
-        total_rows = int(rows.sum())
         capacity = int(caps.sum())
         starts = torch.cumsum(caps, 0) - caps
-        if index == "hashed":
-            if total_rows >= 2 ** 32:
-                raise ValueError("index=hashed supports up to 2**32 virtual rows")
-            if not 0 < max_live <= num_entries:
-                raise ValueError(f"hashed index needs 0 < max_live ({max_live}) <= "
-                                 f"num_entries ({num_entries})")
-            entries = int(num_entries)
-            key_dtype = torch.int32 if total_rows < 2 ** 31 else torch.int64
-            self.register_buffer("keys", torch.full((entries,), -1, dtype=key_dtype))
-        else:
-            entries = total_rows
-            self.keys = None
-        self.max_live = int(max_live) if index == "hashed" else total_rows
-        self.max_probe = 0
-        self.live = 0 if index == "hashed" else total_rows
+        if live_cap is None and "hashed" in kinds:
+            live_cap = split_entries([n if k == "hashed" else 0 for n, k in
+                                      zip(rows.tolist(), kinds)], int(max_live))
+        self.index = TableIndex(rows, kinds, int(num_entries), live_cap, sketch_per_entry)
+        entries = self.index.num_entries
         # Entry table and chunk pool.
         self.register_buffer("addr", torch.full((entries, self.num_chunks), -1, dtype=torch.int32))
         self.register_buffer("pool", torch.zeros(capacity, self.chunk_width))
@@ -130,13 +114,12 @@ class ChunkStore(nn.Module):
         self.register_buffer("table_group", torch.tensor([int(g) for g in table_group],
                                                          dtype=torch.int64), persistent=False)
         self._free_host = caps.tolist()
-        # Incrementally maintained counts (derived state, rebuilt on load): kept chunks per
-        # (table, position) and live entries per table, so reports never scan the entries.
-        F = rows.numel()
-        self.register_buffer("kept", torch.zeros(F, self.num_chunks, dtype=torch.int64),
-                             persistent=False)
-        self.register_buffer("live_per_table", rows.clone() if index == "direct"
-                             else torch.zeros(F, dtype=torch.int64), persistent=False)
+        # Kept chunks per (table, position), maintained by allocate/evict (derived state,
+        # rebuilt on load), so reports never scan the entries.
+        self.register_buffer("kept", torch.zeros(rows.numel(), self.num_chunks,
+                                                 dtype=torch.int64), persistent=False)
+        # After a load (this module and its index): refresh what derives from the buffers.
+        self.register_load_state_dict_post_hook(lambda module, _: module._after_load())
 
     # ---- geometry --------------------------------------------------------------------------
     @property
@@ -161,30 +144,46 @@ class ChunkStore(nn.Module):
     def _sync_free(self) -> None:
         self._free_host = self.free_top.tolist()
 
+    # The index, as the rest of the store and the events see it.
+    @property
+    def keys(self) -> torch.Tensor | None:
+        """The hash table's keys (entries D.. of the hashed tables), None if none is hashed."""
+        return self.index.hashed.keys if self.index.hashed is not None else None
+
+    @property
+    def every_row_has_entry(self) -> bool:
+        return self.index.hashed is None
+
+    @property
+    def live(self) -> int:
+        h = self.index.hashed
+        return self.index.D + (h.live if h is not None else 0)
+
+    @property
+    def max_live(self) -> int:
+        h = self.index.hashed
+        return self.index.D + (h.max_live if h is not None else 0)
+
+    @property
+    def max_probe(self) -> int:
+        return self.index.hashed.max_probe if self.index.hashed is not None else 0
+
+    @property
+    def live_per_table(self) -> torch.Tensor:
+        return self.index.live_counts(self.table_rows)
+
     def table_of_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch.bucketize(rows, self.table_ends, right=True)
+        return torch.searchsorted(self.table_ends, rows, right=True)
 
     def rows_of_entries(self, entries: torch.Tensor | None = None) -> torch.Tensor:
         """Virtual row of each entry (-1 for an empty hashed slot); all entries if None."""
-        if self.keys is None:
-            if entries is None:
-                return torch.arange(self.num_entries, device=self.addr.device)
-            return entries
-        keys = self.keys if entries is None else self.keys[entries]
-        return keys.long()
+        if entries is None:
+            entries = torch.arange(self.num_entries, device=self.addr.device)
+        return self.index.rows_of(entries)
 
     def entry_range(self, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, tables) of the entries [a, b), -1 both for empty hashed slots; cheap for a
-        direct index (the entries are the rows, already in table order)."""
-        if self.keys is None:
-            rows = torch.arange(a, b, device=self.addr.device)
-            lo = (self.table_ends - self.table_rows).clamp(a, b)
-            seg = self.table_ends.clamp(a, b) - lo
-            tables = torch.repeat_interleave(torch.arange(seg.numel(), device=rows.device), seg)
-            return rows, tables
-        rows = self.keys[a:b].long()
-        tables = torch.searchsorted(self.table_ends, rows, right=True)
-        return rows, torch.where(rows >= 0, tables, torch.full_like(tables, -1))
+        """(rows, tables) of the entries [a, b), -1 both for empty hashed slots."""
+        return self.index.range(a, b)
 
     def table_of_entries(self, entries: torch.Tensor | None = None) -> torch.Tensor:
         """Table of each entry (-1 for an empty hashed slot)."""
@@ -227,8 +226,8 @@ class ChunkStore(nn.Module):
 
     @staticmethod
     def geometry_bytes(num_tables: int, num_groups: int, num_chunks: int) -> int:
-        """Group and table geometry plus the kept/live counters (int64 each)."""
-        return 8 * (3 * num_groups + 5 * num_tables + num_tables * num_chunks)
+        """Group and table geometry and the kept counters (the index's: TableIndex)."""
+        return 8 * (3 * num_groups + 4 * num_tables + num_tables * num_chunks)
 
     def weights_bytes(self) -> int:
         return tensor_bytes(self.pool)
@@ -237,130 +236,61 @@ class ChunkStore(nn.Module):
         return tensor_bytes(self.opt_state)
 
     def index_bytes(self) -> int:
-        return tensor_bytes(self.addr, self.keys, self.free_stack, self.free_top,
-                            self.group_start, self.group_cap, self.table_rows, self.table_ends,
-                            self.table_starts, self.table_group, self.kept,
-                            self.live_per_table)
+        return self.index.bytes() + tensor_bytes(
+            self.addr, self.free_stack, self.free_top, self.group_start, self.group_cap,
+            self.table_rows, self.table_ends, self.table_starts, self.table_group, self.kept)
 
-    # ---- the hashed index ------------------------------------------------------------------
-    def _home(self, rows: torch.Tensor) -> torch.Tensor:
-        return (rows * _HASH) % self.num_entries
-
-    def _find(self, rows: torch.Tensor) -> torch.Tensor:
-        """Entry of each row (unique rows), -1 where it has none. Probes <= max_probe + 1."""
-        found = torch.full_like(rows, -1)
-        home = self._home(rows)
-        pending = torch.arange(rows.numel(), device=rows.device)
-        for step in range(self.max_probe + 1):
-            if pending.numel() == 0:
-                break
-            slot = (home[pending] + step) % self.num_entries
-            key = self.keys[slot].long()
-            hit = key == rows[pending]
-            found[pending[hit]] = slot[hit]
-            pending = pending[~hit & (key >= 0)]
-        return found
-
-    def _insert(self, rows: torch.Tensor) -> torch.Tensor:
-        """Put absent unique rows in empty slots (linear probing; the smallest row wins a
-        contested slot, so the layout is deterministic). Returns their entries."""
-        entries = torch.full_like(rows, -1)
-        home = self._home(rows)
-        probe = torch.zeros_like(rows)
-        pending = torch.arange(rows.numel(), device=rows.device)
-        while pending.numel():
-            slot = (home[pending] + probe[pending]) % self.num_entries
-            empty = self.keys[slot] < 0
-            cand, cslot = pending[empty], slot[empty]
-            uniq, inv = torch.unique(cslot, return_inverse=True)
-            best = torch.full((uniq.numel(),), torch.iinfo(torch.int64).max, device=rows.device)
-            best.scatter_reduce_(0, inv, rows[cand], "amin")
-            won = rows[cand] == best[inv]
-            winners, wslot = cand[won], cslot[won]
-            self.keys[wslot] = rows[winners].to(self.keys.dtype)
-            entries[winners] = wslot
-            if winners.numel():
-                self.max_probe = max(self.max_probe, int(probe[winners].max()))
-            done = torch.zeros(rows.numel(), dtype=torch.bool, device=rows.device)
-            done[winners] = True
-            pending = pending[~done[pending]]
-            probe[pending] += 1
-        self.live += rows.numel()
-        if rows.numel():
-            self.live_per_table += torch.bincount(self.table_of_rows(rows),
-                                                  minlength=self.live_per_table.numel())
-        return entries
-
+    # ---- entries ----------------------------------------------------------------------------
     def entries_of(self, rows: torch.Tensor, insert: bool) -> torch.Tensor:
-        """Entry of each row [N] (-1: none). ``insert``: give rows without one an entry while
-        fewer than ``max_live`` are live (the rows most frequent in ``rows`` first)."""
-        if self.keys is None:
-            return rows
-        found = hash_find(self.keys, rows, _HASH, self.max_probe)
-        if found is not None:  # native: probe every occurrence; unique only the missing rows
-            if not (insert and self.live < self.max_live):
-                return found
-            absent = found < 0
-            if not bool(absent.any()):
-                return found
-            uniq, counts = torch.unique(rows[absent], return_counts=True)
-            if uniq.numel() > self.max_live - self.live:
-                uniq = uniq[busiest_first(self.row_keys(uniq), counts)[: self.max_live - self.live]]
-            self._insert(uniq)
-            where = absent.nonzero().squeeze(1)
-            found[where] = hash_find(self.keys, rows[where], _HASH, self.max_probe)
-            return found
-        uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
-        found = self._find(uniq)
-        if insert and self.live < self.max_live:
-            missing = (found < 0).nonzero().squeeze(1)
-            if missing.numel():
-                if missing.numel() > self.max_live - self.live:
-                    order = busiest_first(self.row_keys(uniq[missing]), counts[missing])
-                    missing = missing[order[: self.max_live - self.live]]
-                found[missing] = self._insert(uniq[missing])
-        return found[inverse]
+        """Entry of each row [N] (-1: none). ``insert`` (training): hashed tables count the
+        accesses and admit rows without an entry (``fiited.index``)."""
+        return self.index.entries_of(rows, insert)
 
-    def rebuild(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hashed only: keep the entries where ``keep`` [E] and re-insert them into a fresh
-        table. Returns (old entries, their new entries) so callers can move their own rows."""
-        old = (keep & (self.keys >= 0)).nonzero().squeeze(1)
-        rows = self.keys[old].long()
-        self.keys.fill_(-1)
-        self.max_probe = 0
-        self.live = 0
-        self.live_per_table.zero_()
-        new = self._insert(rows)
-        addr = torch.full_like(self.addr, -1)
-        addr[new] = self.addr[old]
-        self.addr.copy_(addr)
-        return old, new
+    def drop_entries(self, gone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hashed entries ``gone`` lose their entry (and chunks); the survivors are
+        re-inserted into a fresh table and their addresses move with them. Returns (old
+        entries, their new entries) so callers can move their own rows."""
+        D = self.index.D
+        chunks = (self.addr[gone] >= 0).nonzero()
+        self.evict(gone[chunks[:, 0]] * self.num_chunks + chunks[:, 1])
+        keep = self.index.hashed.keys >= 0
+        keep[gone - D] = False
+        old, new = self.index.hashed.rebuild(keep, self.table_of_rows)
+        part = self.addr[D:]
+        moved = torch.full_like(part, -1)
+        moved[new] = part[old]
+        part.copy_(moved)
+        return old + D, new + D
 
     def _recount(self) -> None:
         """Counts derived from the entries (after loading a state), in bounded blocks: kept
-        chunks per (table, position); hashed: live entries, per table, longest probe."""
+        chunks per (table, position); hashed: live entries per table, longest probe."""
         F, K = self.table_rows.numel(), self.num_chunks
         kept = torch.zeros(F * K, dtype=torch.int64, device=self.addr.device)
+        h = self.index.hashed
         live = torch.zeros(F, dtype=torch.int64, device=self.addr.device)
-        self.max_probe = 0
+        probe = 0
+        pos = torch.arange(K, device=self.addr.device)
         for a, b in blocks(self.num_entries):
-            e = torch.arange(a, b, device=self.addr.device)
-            tables = self.table_of_entries(e)
+            rows, tables = self.entry_range(a, b)
             ok = tables >= 0
             cells = (self.addr[a:b] >= 0) & ok.unsqueeze(1)
-            pos = torch.arange(K, device=e.device)
             kept += torch.bincount((tables.clamp_min(0).unsqueeze(1) * K + pos)[cells],
                                    minlength=F * K)
-            if self.keys is not None:
-                live += torch.bincount(tables[ok], minlength=F)
-                slots = e[ok]
-                disp = (slots - self._home(self.keys[slots].long())) % self.num_entries
+            if h is not None and b > self.index.D:
+                lo = max(a, self.index.D)
+                hr, ht = rows[lo - a:], tables[lo - a:]
+                hok = ht >= 0
+                live += torch.bincount(ht[hok], minlength=F)
+                slots = torch.arange(lo, b, device=rows.device)[hok] - self.index.D
+                disp = (slots - h.home(hr[hok])) % h.num_entries
                 if disp.numel():
-                    self.max_probe = max(self.max_probe, int(disp.max()))
+                    probe = max(probe, int(disp.max()))
         self.kept.copy_(kept.view(F, K))
-        if self.keys is not None:
-            self.live_per_table.copy_(live)
-            self.live = int(live.sum())
+        if h is not None:
+            h.live_per_table.copy_(live)
+            h.live = int(live.sum())
+            h.max_probe = probe
 
     def _count_chunks(self, flat: torch.Tensor, sign: int) -> None:
         """kept[table, k] += sign for each chunk in ``flat`` (O(chunks changed))."""
@@ -447,7 +377,7 @@ class ChunkStore(nn.Module):
     def fill_all(self, values: torch.Tensor) -> None:
         """Direct index, capacity == all chunks: slot r*K+k holds chunk k of row r."""
         n = self.total_rows * self.num_chunks
-        if self.capacity != n or self.keys is not None:
+        if self.capacity != n or not self.index.identity:
             raise RuntimeError(f"fill_all needs a direct index and capacity {n}")
         self.addr.copy_(torch.arange(n, dtype=torch.int32).view_as(self.addr))
         self.pool.copy_(values.reshape(n, self.chunk_width))
@@ -511,13 +441,18 @@ class ChunkStore(nn.Module):
         s = self.addr.view(-1)[flat].long()
         assert bool(((s >= self.group_start[g]) & (s < self.group_start[g] + self.group_cap[g])).all()), \
             "a chunk holds a slot outside its group's range"
-        if self.keys is not None:
-            live = (self.keys >= 0).nonzero().squeeze(1)
-            rows = self.keys[live].long()
-            assert live.numel() == self.live <= self.max_live, "live entry count is off"
+        h = self.index.hashed
+        if h is not None:
+            live = (h.keys >= 0).nonzero().squeeze(1)
+            rows = h.keys[live].long()
+            assert live.numel() == h.live <= h.max_live, "live entry count is off"
+            assert bool((h.live_per_table <= h.live_cap).all()), "a table exceeds its entries"
             assert torch.unique(rows).numel() == rows.numel(), "a row has two entries"
-            assert torch.equal(self._find(rows), live), "a live key is not found at its entry"
-            assert bool((self.addr[self.keys < 0] < 0).all()), "an empty entry owns a chunk"
+            assert bool(h.live_cap[self.table_of_rows(rows)].gt(0).all()), \
+                "a direct table's row is in the hash table"
+            assert torch.equal(h.find(rows), live), "a live key is not found at its entry"
+            assert bool((self.addr[self.index.D:][h.keys < 0] < 0).all()), \
+                "an empty entry owns a chunk"
         assert self._free_host == tops, "host mirror of free counts is stale"
         kept, live = self.kept.clone(), self.live_per_table.clone()
         self._recount()
@@ -526,9 +461,11 @@ class ChunkStore(nn.Module):
 
     # ---- resume ----------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
-        return {"version": 2}
+        return {"version": 3}
 
     def set_extra_state(self, state: dict) -> None:
-        # Called after this module's buffers are loaded: refresh what derives from them.
+        pass
+
+    def _after_load(self) -> None:
         self._sync_free()
         self._recount()

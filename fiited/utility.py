@@ -98,11 +98,14 @@ class ChunkUtility(nn.Module):
         if self.decay_per == "event" and self.gamma < 1.0:
             self.util.mul_(self.gamma)
 
-    def move(self, old: torch.Tensor, new: torch.Tensor) -> None:
-        """Entries ``old`` now live at ``new`` (a hashed index was rebuilt); the rest are gone."""
-        moved = torch.zeros_like(self.util)
-        moved[new] = self.util[old]
-        self.util.copy_(moved)
+    def move(self, old: torch.Tensor, new: torch.Tensor, start: int = 0) -> None:
+        """Entries ``old`` now live at ``new`` (a hash table from entry ``start`` on was
+        rebuilt); its other entries are gone."""
+        lo = int(start)
+        part = self.util[lo:]
+        moved = torch.zeros_like(part)
+        moved[new - lo] = part[old - lo]
+        part.copy_(moved)
 
     def get_extra_state(self) -> dict:
         return {"t": self.t, "t0": self.t0, "renormalisations": self.renormalisations}

@@ -22,7 +22,7 @@ def run(m, steps, seed=0, batch=64):
 def test_full_budget_trains_exactly_like_uniform(optim):
     opt = SparseOptimConfig(name=optim, lr=0.1)
     uni = build_method({"name": "uniform"}, TABLES, 8, opt, seed=2)
-    ada = build_method({"name": "adaembed", "budget": 1.0,
+    ada = build_method({"name": "adaembed", "budget": 1.0, "budget_scope": "weights",
                         "schedule": {"warmup": [2], "interval": 3}}, TABLES, 8, opt, seed=2)
     run(uni, 6)
     run(ada, 6)
@@ -30,7 +30,7 @@ def test_full_budget_trains_exactly_like_uniform(optim):
 
 
 def test_prunes_whole_rows_in_one_shared_pool():
-    m = build_method({"name": "adaembed", "budget": 0.2, "sample_frac": 0.5,
+    m = build_method({"name": "adaembed", "budget": 0.2, "budget_scope": "weights", "sample_frac": 0.5,
                       "schedule": {"warmup": [3, 6], "interval": 100}},
                      TABLES, 8, SparseOptimConfig(), seed=0)
     assert m.num_chunks == 1 and m.store.num_groups == 1

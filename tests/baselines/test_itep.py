@@ -10,6 +10,7 @@ OPT = SparseOptimConfig(name="rowwise_adagrad", lr=0.1, initial_accumulator=0.12
 
 
 def itep(**cfg):
+    cfg.setdefault("budget_scope", "weights")       # FBGEMM's row budget
     return build_method({"name": "itep", "budget": 0.25, **cfg}, TABLES, 8, OPT, seed=0)
 
 

@@ -34,7 +34,7 @@ def test_stream_rows_equals_the_whole_draw_at_any_chunking(chunk_floats):
     ({"name": "uniform"}, lambda m: m.pool),
     ({"name": "uniform", "budget": 0.5}, lambda m: m.pool),
     ({"name": "post_prune", "budget": 0.5}, lambda m: m.pool),
-    ({"name": "fiited", "budget": 1.0, "num_chunks": 2},
+    ({"name": "fiited", "budget": 1.0, "budget_scope": "weights", "num_chunks": 2},
      lambda m: m.store.pool.view(m.store.total_rows, -1)),
 ])
 def test_aligned_subset_starts_like_the_one_process_method(cfg, values):
@@ -52,14 +52,16 @@ def test_methods_it_cannot_align_say_so():
 
 
 def test_sharding_differences_name_fiited_draws_and_ties():
-    default = build_method({"name": "fiited"}, TABLES, 8, OPT)
+    default = build_method({"name": "fiited", "budget_scope": "weights"}, TABLES, 8, OPT)
     got = sharding_differences(default)
     assert got[0] == "method.first_access_init=random"
     assert got[1].startswith("method.first_access_alloc=true")
     assert got[2:] == ["method.sampling=random"]
-    quiet = build_method({"name": "fiited", "first_access_alloc": False, "sampling": "stride",
+    quiet = build_method({"name": "fiited", "budget_scope": "weights",
+                          "first_access_alloc": False, "sampling": "stride",
                           "regrow_init": "zero"}, TABLES, 8, OPT)
     assert sharding_differences(quiet) == []
-    full = build_method({"name": "fiited", "budget": 1.0, "sampling": "stride"}, TABLES, 8, OPT)
+    full = build_method({"name": "fiited", "budget": 1.0, "budget_scope": "weights",
+                         "sampling": "stride"}, TABLES, 8, OPT)
     assert sharding_differences(full) == []            # starts full: nothing left to allocate
     assert sharding_differences(build_method({"name": "uniform"}, TABLES, 8, OPT)) == []

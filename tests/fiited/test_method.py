@@ -22,6 +22,7 @@ ADAGRAD = SparseOptimConfig(name="rowwise_adagrad", lr=0.1)
 
 
 def fiited(budget=0.3, optim=ADAGRAD, tables=TABLES, dim=8, seed=0, **cfg):
+    cfg.setdefault("budget_scope", "weights")       # mechanics at a given pool size
     return build_method({"name": "fiited", "budget": budget, **cfg}, tables, dim, optim, seed)
 
 

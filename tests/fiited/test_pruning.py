@@ -15,6 +15,7 @@ NO_EVENTS = {"warmup": [], "interval": 10 ** 9}
 
 def build(tables, dim=8, seed=0, **cfg):
     cfg.setdefault("schedule", NO_EVENTS)
+    cfg.setdefault("budget_scope", "weights")       # mechanics at a given pool size
     return build_method({"name": "fiited", **cfg}, tables, dim, ADAGRAD, seed=seed)
 
 
@@ -348,7 +349,8 @@ def hwm():
         if line.startswith("VmHWM"):
             return int(line.split()[1]) * 1024
 for b in m.buffers():
-    b.add_(0)                                          # fault in every page the state owns
+    if b.dtype != torch.bool:
+        b.add_(0)                                      # fault in every page the state owns
 open("/proc/self/clear_refs", "w").write("5")          # reset the peak to the current RSS
 before = hwm()
 m.memory(); m.prune_now(); m.memory(); m.dims()

@@ -3,6 +3,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from fiited.budget import split_entries
+from fiited.index import SKETCH_ROWS, TableIndex
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
 from fiited.store import ChunkStore, gather_rows
@@ -90,9 +92,11 @@ def test_size_formulas_equal_the_real_tensors(optim, index):
                    max_live=5)
     every = tensor_bytes(*s.buffers())
     assert s.weights_bytes() + s.optimizer_bytes() + s.index_bytes() == every
+    caps = split_entries([5, 7, 2], 5) if index == "hashed" else []
+    sketch = SKETCH_ROWS * 4 * sum(max(16, c) for c in caps if c > 0)
     predicted = (s.num_entries * ChunkStore.bytes_per_entry(4, 14, index)
-                 + ChunkStore.geometry_bytes(3, 3, 4)
-                 + s.capacity * ChunkStore.bytes_per_chunk(3, optim))
+                 + ChunkStore.geometry_bytes(3, 3, 4) + TableIndex.fixed_bytes(3, index == "hashed")
+                 + sketch + s.capacity * ChunkStore.bytes_per_chunk(3, optim))
     assert predicted == every
     assert s.num_entries == (14 if index == "direct" else 6)
 
@@ -155,11 +159,13 @@ def test_hashed_index_finds_what_it_inserted_and_nothing_else():
     s.check_invariants()
 
 
-def test_hashed_index_stops_inserting_at_max_live():
-    s = hashed_store(entries=16, live=8)
-    e = s.entries_of(torch.arange(20), insert=True)
-    assert int((e >= 0).sum()) == 8 and s.live == 8
-    assert s.live == 8
+def test_hashed_index_stops_inserting_at_each_tables_entry_budget():
+    s = hashed_store(entries=16, live=8)                   # 2 + 6 entries (100 : 300 rows)
+    assert s.index.hashed.live_cap.tolist() == [2, 6]
+    e = s.entries_of(torch.arange(20), insert=True)        # all table 0
+    assert int((e >= 0).sum()) == 2 and s.live == 2
+    e = s.entries_of(torch.arange(100, 120), insert=True)  # table 1
+    assert int((e >= 0).sum()) == 6 and s.live == 8
     s.check_invariants()
 
 
@@ -208,9 +214,7 @@ def test_rebuild_keeps_the_chosen_entries_with_their_chunks():
     e = s.entries_of(rows, insert=True)
     s.allocate(e[:2] * 2, "random", gen)                  # chunk 0 of rows 3 and 30
     values = s.pool[s.addr[e[:2], 0].long()].clone()
-    keep = torch.zeros(16, dtype=torch.bool)
-    keep[e[[0, 1, 3]]] = True
-    old, new = s.rebuild(keep)
+    old, new = s.drop_entries(e[[2]])
     assert sorted(old.tolist()) == sorted(e[[0, 1, 3]].tolist())
     after = s.entries_of(rows, insert=False)
     assert after[2] == -1 and s.live == 3
@@ -241,10 +245,7 @@ def test_random_hashed_sequences_keep_the_index_consistent(data):
                 s.evict(present[: data.draw(st.integers(0, present.numel()))])
         else:
             mask = torch.tensor(data.draw(st.lists(st.booleans(), min_size=20, max_size=20)))
-            holding = (s.addr >= 0).any(1)
-            evict = ((s.addr >= 0) & ~mask.unsqueeze(1)).view(-1).nonzero().squeeze(1)
-            s.evict(evict)                                 # entries that go must free chunks
-            s.rebuild(mask | (holding & mask))
+            s.drop_entries((~mask & (s.keys >= 0)).nonzero().squeeze(1))   # chunks go too
         s.check_invariants()
 
 

@@ -97,7 +97,7 @@ def test_method_feeds_per_occurrence_gradient_norms_of_every_chunk():
     """Wiring: what reaches the utility is the norm of each chunk's slice of dL/d(output),
     for absent chunks too."""
     tables = [TableSpec("a", 6), TableSpec("b", 4)]
-    m = build_method({"name": "fiited", "budget": 0.25, "num_chunks": 2, "gamma": 0.5,
+    m = build_method({"name": "fiited", "budget": 0.25, "budget_scope": "weights", "num_chunks": 2, "gamma": 0.5,
                       "first_access_alloc": False}, tables, 4, SparseOptimConfig(name="sgd"))
     assert int((m.store.addr >= 0).sum()) == 0                  # everything absent
     ids = torch.tensor([[1, 0], [1, 3], [5, 3]])
