@@ -16,6 +16,7 @@ import torch
 pytestmark = pytest.mark.slow
 
 FAST = ["tracking=none", "train.max_steps=6", "summary_table=false"]
+FIITED = ["method=fiited", "method.budget_scope=weights", "method.index=direct"]
 
 
 def one_line_error(proc, *needles: str) -> str:
@@ -56,10 +57,10 @@ def broken_copy(prepared: Path, dest: Path, how: str) -> Path:
 @pytest.mark.parametrize("override,needles", [
     (["method=uniform", "method.budget=0"], ["method.budget must be in (0, 1]"]),
     (["method=fiited", "method.num_chunks=3"], ["method.num_chunks=3", "16"]),
-    (["train.batchsize=3"], ["train.batchsize"]),
-    (["train.dense_optimizer=sgdd"], ["train.dense_optimizer='sgdd'"]),
+    (["method=uniform", "train.batchsize=3"], ["train.batchsize"]),
+    (["method=uniform", "train.dense_optimizer=sgdd"], ["train.dense_optimizer='sgdd'"]),
     (["method=uniform", "+method.budgte=0.5"], ["budgte"]),
-    (["train.epochs=0"], ["no training steps"]),
+    (["method=uniform", "train.epochs=0"], ["no training steps"]),
 ])
 def test_bad_config_is_one_line_exit_2(run_app, override, needles):
     one_line_error(run_app(*override, *FAST, check=False), *needles)
@@ -118,7 +119,7 @@ def checkpoint(tmp_path_factory, tiny_data_dir) -> Path:
     from tests.benchmark.conftest import APP, REPO, tiny_overrides
 
     cwd = tmp_path_factory.mktemp("ckpt")
-    subprocess.run([*APP, *tiny_overrides(tiny_data_dir), "method=fiited", "method.gamma=0.9",
+    subprocess.run([*APP, *tiny_overrides(tiny_data_dir), *FIITED, "method.gamma=0.9",
                     "tracking=none", "train.max_steps=12", "train.stop_after=4",
                     "summary_table=false"], cwd=cwd, check=True, capture_output=True,
                    env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
@@ -137,14 +138,15 @@ def test_crafted_pickle_is_refused_without_running(run_app, tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"format": "fiited-bench/checkpoint", "model": _Payload(marker)}, evil)
-    line = one_line_error(run_app(f"train.resume={evil}", *FAST, check=False), str(evil),
+    line = one_line_error(run_app("method=uniform", f"train.resume={evil}", *FAST, check=False),
+                          str(evil),
                           "refused")
     assert "GLOBAL posix.system" in line          # what it would have run is named
     assert not marker.exists()
 
 
 def test_resume_with_another_config_names_the_differing_keys(run_app, checkpoint):
-    line = one_line_error(run_app("method=fiited", "method.gamma=0.5", "train.dense_lr=0.05",
+    line = one_line_error(run_app(*FIITED, "method.gamma=0.5", "train.dense_lr=0.05",
                                   "tracking=none", "train.max_steps=12",
                                   f"train.resume={checkpoint}", check=False),
                           str(checkpoint), "another config")
@@ -152,7 +154,7 @@ def test_resume_with_another_config_names_the_differing_keys(run_app, checkpoint
     assert "train.dense_lr: 0.02 in the checkpoint, 0.05 now" in line
     assert "train.max_steps" not in line.split("(keys that may change")[0]
     # keys on the allow-list may change: a longer run from the same checkpoint is accepted
-    proc = run_app("method=fiited", "method.gamma=0.9", "tracking=none", "train.max_steps=14",
+    proc = run_app(*FIITED, "method.gamma=0.9", "tracking=none", "train.max_steps=14",
                    f"train.resume={checkpoint}", "summary_table=false")
     assert proc.returncode == 0
 
@@ -164,7 +166,7 @@ def test_broken_checkpoint_is_one_line_naming_it(run_app, checkpoint, tmp_path, 
     bad.write_bytes({"truncated": data[: len(data) // 3],
                      "random": np.random.default_rng(0).bytes(4096),
                      "empty": b""}[damage])
-    one_line_error(run_app("method=fiited", "method.gamma=0.9", "tracking=none",
+    one_line_error(run_app(*FIITED, "method.gamma=0.9", "tracking=none",
                            "train.max_steps=12", f"train.resume={bad}", check=False),
                    str(bad), "not a readable checkpoint")
 
@@ -183,7 +185,8 @@ def test_real_dataset_at_smoke_scale_trains_on_that_dataset(run_app, tmp_path):
     raw.write_text("\n".join(lines) + "\n")
     out = tmp_path / "kaggle"
     prepare_dataset(PrepareConfig("criteo-kaggle", [str(raw)], str(out)))
-    run_app("data=criteo_kaggle", f"data.path={out}", "scale=smoke", "train.max_steps=5",
+    run_app("method=uniform", "data=criteo_kaggle", f"data.path={out}", "scale=smoke",
+            "train.max_steps=5",
             "tracking=none", "summary_table=false", tiny=False)
     cfg = (next((tmp_path / "outputs").rglob("config.yaml"))).read_text()
     assert "name: criteo_kaggle" in cfg and "synthetic: null" in cfg
