@@ -66,6 +66,9 @@ def criteo_split(dataset: str, cfg: PrepareConfig, days: DaySplit):
     tail, in order: the test then the val fraction; for a single Terabyte day)."""
     split = cfg.split or "days"
     if split == "days":
+        if cfg.fractions is not None:
+            raise InputError(f"{dataset}: --fractions applies to --split random or last-part, "
+                             f"not days (whose sizes the days fix)")
         return days
     if split == "random":
         return HashSplit(cfg.fractions or (0.8, 0.1, 0.1), cfg.seed)

@@ -231,6 +231,8 @@ def test_kaggle_reads_several_parts_in_order_and_a_random_split(tmp_path, kaggle
     assert sum(e - s for s, e in ds.manifest.splits.values()) == 16
     with pytest.raises(InputError, match="not supported"):
         prep("criteo-kaggle", [path], tmp_path / "o", split="time")
+    with pytest.raises(InputError, match="--fractions applies to --split random or last-part"):
+        prep("criteo-kaggle", [path], tmp_path / "o", fractions=(0.5, 0.25, 0.25))
     assert not (tmp_path / "o").exists()
 
 
