@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -91,10 +92,22 @@ class StoreGeometry:
     index_load: float
     sketch: float
     fixed_bytes: int            # geometry and anything else that does not scale
+    pool_frac: float = 1.0      # expected pool / all chunks (index=auto's cost comparison)
 
     @property
     def kinds(self) -> list[str]:
-        return table_kinds(self.table_rows, self.index, self.auto_rows)
+        """Per table; ``auto``: direct where its entries (8K bytes per row) cost no more than
+        the hashed ones at ``pool_frac`` (live = index_entries x pool_frac x rows, slots =
+        live / index_load at 8K + key bytes, plus the sketch, at least 16 counters)."""
+        K, key = self.num_chunks, (4 if sum(self.table_rows) < 2 ** 31 else 8)
+        cheap = []
+        for n in self.table_rows:
+            live = min(n, max(1, math.ceil(self.index_entries * self.pool_frac * n)))
+            hashed = (math.ceil(live / self.index_load) * (8 * K + key)
+                      + (SKETCH_ROWS * 4 * max(16, math.ceil(live * self.sketch))
+                         if self.sketch > 0 else 0))
+            cheap.append(8 * K * n <= hashed)
+        return table_kinds(self.table_rows, self.index, self.auto_rows, cheap)
 
     def index_sizes(self, chunks: int) -> tuple[int, list[int]]:
         """(hash slots, entry budget per table) for a pool of ``chunks``: live entries =
@@ -129,6 +142,8 @@ def store_sizes(geo: StoreGeometry, budget: float, budget_scope: str,
     capacity = sum_k (1 - p_k) x rows, budget unused)."""
     K, R = geo.num_chunks, sum(geo.table_rows)
     all_chunks = R * K
+    frac = (sum(1 - p for p in manual_ratios) / K) if manual_ratios else budget
+    geo = dataclasses.replace(geo, pool_frac=min(1.0, frac))
     if manual_ratios:
         chunks = min(all_chunks, math.floor(sum(1 - p for p in manual_ratios) * R + 1e-9))
     elif budget_scope == "weights":

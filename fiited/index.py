@@ -13,8 +13,10 @@ An *entry* holds a row's K chunk addresses (``ChunkStore.addr``) and utilities. 
   absent id gets an entry only when its estimated count beats the weakest live entry's of its
   table (``bar``, set at each event, when the sketch is also halved), not first come first
   served.
-- ``auto`` (a config choice): ``direct`` for tables of at most ``AUTO_DIRECT_MAX_ROWS`` rows,
-  ``hashed`` above.
+- ``auto`` (a config choice): ``direct`` for a table of at most ``auto_rows`` rows
+  (``AUTO_DIRECT_MAX_ROWS`` by default) whose direct entries cost no more bytes than its hashed
+  ones would at this budget (``fiited.budget.StoreGeometry.kinds``: tables of a few rows, and
+  mid-size tables at budgets above ~0.27 at K=4); ``hashed`` otherwise.
 
 ``TableIndex`` puts the direct tables' entries first ([0, D)) and the hash table after
 ([D, D + H)); the store sees only it. Everything is vectorised over the rows or entries
@@ -32,19 +34,22 @@ from fiited.kernels.cpu import hash_find
 from fiited.keyed import keyed_hash
 
 INDEXES = ("direct", "hashed", "auto")
-AUTO_DIRECT_MAX_ROWS = 1 << 16     # index=auto: tables up to this many rows are direct
+AUTO_DIRECT_MAX_ROWS = 1 << 20     # index=auto: tables above this many rows are hashed
 HASH_MULT = 2654435761             # Knuth's multiplicative constant; rows < 2**32 keep products < 2**63
 SKETCH_ROWS = 2
 
 
-def table_kinds(table_rows: Sequence[int], index: str,
-                auto_rows: int = AUTO_DIRECT_MAX_ROWS) -> list[str]:
-    """``direct`` / ``hashed`` per table for ``method.index``."""
+def table_kinds(table_rows: Sequence[int], index: str, auto_rows: int = AUTO_DIRECT_MAX_ROWS,
+                cheaper_direct: Sequence[bool] | None = None) -> list[str]:
+    """``direct`` / ``hashed`` per table for ``method.index``; ``auto``: direct up to
+    ``auto_rows`` rows where ``cheaper_direct`` (per table; default: everywhere) says so."""
     if index not in INDEXES:
         raise ValueError(f"method.index={index!r} is not one of {INDEXES}")
     if index != "auto":
         return [index] * len(table_rows)
-    return ["direct" if int(n) <= auto_rows else "hashed" for n in table_rows]
+    cheap = cheaper_direct if cheaper_direct is not None else [True] * len(table_rows)
+    return ["direct" if int(n) <= auto_rows and c else "hashed"
+            for n, c in zip(table_rows, cheap)]
 
 
 def _segments(ends: torch.Tensor, sizes: torch.Tensor, a: int, b: int) -> torch.Tensor:

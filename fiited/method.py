@@ -24,7 +24,8 @@ read zeros and earn no utility until they get one (admission is frequency-gated 
 sketch of ``admission_sketch`` counters per entry; each event frees ``index_reserve`` of every
 table's entries by dropping the least useful ones, chunks and history with them). Metadata
 then scales with the budget, not the vocabulary. ``auto``: direct for tables of at most
-``index_auto_rows`` rows, hashed above. Sizes come from ``fiited.budget.store_sizes``.
+``index_auto_rows`` rows whose direct entries cost no more bytes than hashed ones would at
+this budget, hashed otherwise. Sizes come from ``fiited.budget.store_sizes``.
 
 With capacity for every chunk the store starts full, with uniform's exact initial values, so
 FIITED then trains exactly like uniform (SGD at any K; row-wise Adagrad only at K=1, because
@@ -86,7 +87,7 @@ class FiitedConfig(MethodConfig):
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     padding: str = "zeros"                 # zeros | projection
     index: str = "auto"                    # auto (per table, by size) | direct | hashed
-    index_auto_rows: int = AUTO_DIRECT_MAX_ROWS  # auto: direct up to this many rows
+    index_auto_rows: int = AUTO_DIRECT_MAX_ROWS  # auto: hashed above this many rows
     admission_sketch: float = 1.0          # hashed: sketch counters per entry (0: first come)
     index_entries: float = 2.0             # hashed: live entries = this x (capacity / K)
     index_load: float = 0.75               # hashed: max load of the open-addressing table

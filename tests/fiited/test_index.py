@@ -22,9 +22,15 @@ def test_auto_picks_direct_up_to_the_documented_size_and_hashed_above():
     assert table_kinds(rows, "auto", auto_rows=10) == ["direct", "hashed", "hashed"]
     assert table_kinds(rows, "direct") == ["direct"] * 3
     m = build([TableSpec("s", 40), TableSpec("big", 300)], index="auto", index_auto_rows=100,
-              budget=0.25)
+              budget=0.5)
     assert m.store.index.kinds == ["direct", "hashed"]
     assert m.store.index.D == 40                           # the direct table's rows come first
+    # Under the size bound, the cheaper index: at 1/16 a 500-row table's direct entries (32
+    # bytes per row at K=4) cost more than its hashed ones; a 3-row table's do not.
+    m = build([TableSpec("tiny", 3), TableSpec("mid", 500)], index="auto", budget=1 / 16)
+    assert m.store.index.kinds == ["direct", "hashed"]
+    m = build([TableSpec("tiny", 3), TableSpec("mid", 500)], index="auto", budget=0.5)
+    assert m.store.index.kinds == ["direct", "direct"]
     with pytest.raises(ValueError, match="method.index='tree'"):
         build(index="tree")
 

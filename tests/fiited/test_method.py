@@ -23,6 +23,7 @@ ADAGRAD = SparseOptimConfig(name="rowwise_adagrad", lr=0.1)
 
 def fiited(budget=0.3, optim=ADAGRAD, tables=TABLES, dim=8, seed=0, **cfg):
     cfg.setdefault("budget_scope", "weights")       # mechanics at a given pool size
+    cfg.setdefault("index", "direct")               # (defaults: test_index.py, below)
     return build_method({"name": "fiited", "budget": budget, **cfg}, tables, dim, optim, seed)
 
 
@@ -180,6 +181,22 @@ def test_hashed_metadata_scales_with_the_budget_not_the_vocabulary():
     assert direct.store.capacity == hashed.store.capacity
     d, h = direct.memory(), hashed.memory()
     assert d.index + d.utility > 10 * (h.index + h.utility)
+
+
+def test_defaults_compare_at_equal_total_memory_with_the_index_chosen_per_table():
+    """FIITED, AdaEmbed and ITEP with their defaults: the whole ledger within budget x
+    uniform's total, at budgets where a direct index alone would not fit."""
+    tables = [TableSpec("tiny", 4), TableSpec("mid", 3000), TableSpec("big", 20000)]
+    for name in ("fiited", "adaembed", "itep"):
+        for budget in (0.25, 1 / 16, 1 / 64):
+            m = build_method({"name": name, "budget": budget}, tables, 16, ADAGRAD, seed=0)
+            assert m.config.budget_scope == "total" and m.config.index == "auto"
+            r = m.memory()
+            assert r.total <= budget * r.uniform_total, (name, budget)
+            assert r.total > 0.9 * budget * r.uniform_total, (name, budget)   # and uses it
+            assert m.store.index.kinds[0] == "direct"
+            if budget < 0.25:
+                assert m.store.index.kinds[2] == "hashed"
 
 
 def test_hashed_index_trains_prunes_and_drops_entries():
