@@ -32,8 +32,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# the MLflow UI on http://127.0.0.1:$(PORT) (prints the URL once it answers): make ui PORT=5050
+PORT ?= 5000
 ui: install
-	$(BIN)/python -m reports.ui
+	$(BIN)/python -m reports.ui --port $(PORT)
 
 bench: install
 	THP_MEM_ALLOC_ENABLE=1 $(BIN)/fiited-kernels --json bench-kernels.json

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -99,6 +100,21 @@ def _interleaved(paths: dict[str, _Path], batches, warmup: int, chunk: int) -> N
                 path.step(batches[i], timed=i >= warmup)
 
 
+def fit_warmup(have: int, steps: int, warmup: int, data: str, batch_size: int) -> int:
+    """The warm-up that leaves timed steps when the train split holds fewer batches than
+    ``steps + warmup`` (a quarter of them, at most ``warmup``); too few batches is an error
+    that says what to change."""
+    if have >= steps + warmup:
+        return warmup
+    if have < 4:
+        raise ValueError(f"{data}: the train split holds {have} full batches of {batch_size}; "
+                         f"the benchmark needs at least 4 (lower --batch-size or use more data)")
+    fitted = min(warmup, have // 4)
+    print(f"note: {data} holds {have} batches of {batch_size}, fewer than --steps {steps} + "
+          f"--warmup {warmup}: warming up on {fitted}, timing {have - fitted}", file=sys.stderr)
+    return fitted
+
+
 def run(data: str, steps: int, batch_size: int, dim: int, lr: float, warmup: int,
         seed: int = 0, methods: list[str] = (), chunk: int = 10) -> dict:
     ds = open_dataset(data)
@@ -110,6 +126,7 @@ def run(data: str, steps: int, batch_size: int, dim: int, lr: float, warmup: int
         batches.append(b)
         if len(batches) == steps + warmup:
             break
+    warmup = fit_warmup(len(batches), steps, warmup, data, batch_size)
     cfg = ModelConfig(dim=dim, bottom_mlp=[64, 32], top_mlp=[128, 64])
     opt = SparseOptimConfig(name="rowwise_adagrad", lr=lr)
     configs = {spec: parse_method(spec) for spec in methods}
@@ -138,7 +155,8 @@ def run(data: str, steps: int, batch_size: int, dim: int, lr: float, warmup: int
     _interleaved(paths, batches, warmup, chunk)
     timed = len(paths["fiited_uniform"].step_s)
     out = {"data": str(data), "rows_total": int(sum(t.num_rows for t in tables)),
-           "batch_size": batch_size, "steps": timed, "threads": torch.get_num_threads(),
+           "batch_size": batch_size, "steps": timed, "warmup": warmup,
+           "threads": torch.get_num_threads(),
            "methods": {spec: configs[spec] for spec in methods}}
     for k, path in paths.items():
         total = sum(path.step_s)

@@ -124,7 +124,7 @@ def describe_run(tracker, cfg: DictConfig, manifest, data_path: str, flat: Mappi
                          "tables": manifest.num_features, "dense": manifest.num_dense,
                          "click_rate": round(float(manifest.click_rate), 6)})
     if cfg.train.system_metrics:
-        tracker.start_system_metrics()
+        tracker.start_system_metrics(interval_s=2.0)
 
 
 def record_skip(run_dir: Path, name: str, why: str) -> None:

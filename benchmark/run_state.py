@@ -124,7 +124,8 @@ def why_lost(tags: Mapping[str, str], now: float | None = None,
     return None
 
 
-def lost_runs(client, experiment_ids: Iterable[str], stale_s: float = STALE_S) -> list[tuple[Any, str]]:
+def lost_runs(client, experiment_ids: Iterable[str],
+              stale_s: float = STALE_S) -> list[tuple[Any, str]]:
     """(run, reason) for every RUNNING run of these experiments whose process is gone."""
     ids = list(experiment_ids)
     if not ids:

@@ -39,13 +39,16 @@ def default_artifact_root(uri: str) -> str | None:
     return None
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 8) -> T:
-    """Retry sqlite 'database is locked' errors from parallel writers, with backoff."""
+def _retry(fn: Callable[[], T], what: str, attempts: int = 8,
+           also: tuple[str, ...] = ()) -> T:
+    """Retry sqlite 'database is locked' errors from parallel writers, with backoff (and the
+    errors in ``also``, e.g. two jobs creating the same dataset row at once)."""
     for i in range(attempts):
         try:
             return fn()
         except Exception as e:  # mlflow wraps sqlalchemy errors in MlflowException
-            if "locked" not in str(e).lower() or i == attempts - 1:
+            text = str(e).lower()
+            if not any(s in text for s in ("locked", *also)) or i == attempts - 1:
                 raise
             time.sleep(0.05 * 2 ** i)
     raise AssertionError("unreachable")
@@ -158,7 +161,9 @@ class Tracker:
         ds = Dataset(name=name, digest=digest[:36], source_type="local",
                      source=json.dumps({"uri": source}), profile=json.dumps(dict(profile)))
         inp = DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
-        _retry(lambda: self.client.log_inputs(self.run_id, datasets=[inp]), "inputs")
+        # parallel jobs on one dataset race to insert its row once; the loser links to it
+        _retry(lambda: self.client.log_inputs(self.run_id, datasets=[inp]), "inputs",
+               also=("unique constraint",))
 
     def log_params(self, params: Mapping[str, str]) -> None:
         if not self.enabled:

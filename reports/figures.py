@@ -161,9 +161,11 @@ def _variants(data: ReportData, col: str, metrics: Sequence[str],
         extra = runs[c].map(lambda v: "" if pd.isna(v) or str(v) in ("[]", "") else f" {v}")
         runs["variant"] = runs["variant"] + extra
     fig, axes = panels(len(metrics))
-    pal = method_palette(sorted(runs["variant"].unique()))
+    levels = sorted(runs["variant"].unique())  # variants of one knob, not methods: Set2
+    pal = dict(zip(levels, sns.color_palette("Set2", n_colors=max(len(levels), 1))))
     for ax, m in zip(axes, metrics):
         sns.barplot(runs, x="label", y=m, hue="variant", palette=pal, hue_order=list(pal),
+                    saturation=1,
                     errorbar="sd", capsize=0.1, ax=ax)
         if m == data.runs.ne_metric:
             _uniform_line(ax, data, runs, m)
@@ -250,6 +252,7 @@ def throughput_ratio(data: ReportData) -> Figure | None:
     fig, axes = panels(1, w=max(5.0, 0.8 * len(order) + 3.5), h=4.0)
     ax = axes[0]
     sns.barplot(runs, x="budget", y="ratio", hue="label", palette=method_palette(runs["label"]),
+                saturation=1,  # the palette's colours as they are, as in the line figures
                 order=order, errorbar="sd", capsize=0.1, ax=ax)
     ax.set_xticks(range(len(order)), [fraction(b) for b in order])
     ax.set_xlabel("budget (fraction of uniform weight bytes)")
@@ -280,6 +283,7 @@ def kept_width_hist(data: ReportData) -> Figure | None:
     widths = sorted(per["width"].unique())
     for ax, (budget, part) in zip(axes, groups):
         sns.barplot(part, x="width", y="fraction", hue="label", palette=pal, order=widths,
+                    saturation=1,
                     ax=ax)
         ax.set_xlabel("kept width")
         ax.set_ylabel("fraction of rows")

@@ -95,7 +95,7 @@ class MlflowUI:
     def start(self) -> "MlflowUI":
         if self.cfg.port and _port_in_use(self.cfg.host, self.port):
             raise ReportError(f"port {self.port} on {self.cfg.host} is in use; pass another "
-                              f"--port or none for a free one")
+                              f"--port (make ui PORT=N) or none for a free one")
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         with open(self.log_path, "wb") as log:
             # its own session: stop() ends the server and the uvicorn worker it forks, together

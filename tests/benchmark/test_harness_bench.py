@@ -45,3 +45,17 @@ def test_a_bad_method_spec_is_named_before_any_training(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(["--data", str(tmp_path / "d"), "--steps", "2", "--methods", spec])
         assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_warmup_is_sized_to_small_data_or_the_error_says_what_is_too_small(tmp_path, capsys):
+    generate(SyntheticConfig(rows=6000, scale=0.0002, days=3), tmp_path / "d")
+    out = tmp_path / "r.json"
+    main(["--data", str(tmp_path / "d"), "--batch-size", "512", "--json", str(out)])  # 200+20
+    res = json.loads(out.read_text())
+    have = res["steps"] + res["warmup"]
+    assert 4 <= have < 220 and res["warmup"] == have // 4 and res["steps"] > 0
+    assert f"warming up on {res['warmup']}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--data", str(tmp_path / "d"), "--batch-size", "4096"])
+    assert e.value.code == 2
+    assert "full batches of 4096" in capsys.readouterr().err
