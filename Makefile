@@ -41,7 +41,7 @@ bench: install
 	THP_MEM_ALLOC_ENABLE=1 $(BIN)/fiited-kernels --json bench-kernels.json
 
 # Every method in its own process at Criteo Kaggle's 33.76M ids (D=16): ledger, measured peak,
-# peak RSS, events. ~2.5 GB RAM for uniform; about 20-40 minutes on 2 cores.
+# peak RSS, events. ~2.5 GB RAM for uniform; about 15-25 minutes on 2 cores.
 bench-memory: install
 	$(BIN)/python -m benchmark.memory_bench --out reports/results/memory_kaggle
 

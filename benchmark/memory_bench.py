@@ -5,7 +5,8 @@
 Each method (a ``name:key=value,...`` spec, as in ``harness_bench``) runs in a fresh child
 process: imports, in-memory batches, then a baseline (interpreter + torch + data), then the
 method is built and the reference DLRM trains ``--steps`` steps with the method's own pruning
-schedule, then ``on_train_end``. Batches are generated in memory, not read from a prepared
+schedule, then ``on_train_end``. Defaults: the reference recipe's batch of 128 and 2000 steps, so
+that ~6.7M id draws fill the pools and every in-training method runs >= 5 events. Batches are generated in memory, not read from a prepared
 dataset, so the baseline stays small: per table a bounded Zipf law over ranks (exponent
 ``--skew``), ranks scattered over ids by a fixed bijection, id 0 with the Criteo preset's
 default-token share; random dense features and labels (memory, not quality, is measured).
@@ -165,6 +166,7 @@ def run_child(spec: str, a: argparse.Namespace) -> dict:
         if step % 50 == 0 or step == a.steps:
             ledger.append(emb.memory().total)
             meter.sample()
+        if step % 500 == 0 or step == a.steps:
             _say(spec, f"step {step}/{a.steps}: loss {loss.item():.4f}, ledger "
                        f"{ledger[-1] / MB:,.1f} MB, measured peak {meter.peak / MB:,.1f} MB")
     train_s = time.perf_counter() - t_train
@@ -377,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of Criteo Kaggle's ids")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=128,
+                    help="default: the DLRM reference recipe's (conf/train/default.yaml)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per child")
     ap.add_argument("--skew", type=float, default=1.05, help="Zipf exponent of the ids")
     ap.add_argument("--seed", type=int, default=0)
