@@ -139,25 +139,30 @@ class StoreGeometry:
 def store_sizes(geo: StoreGeometry, budget: float, budget_scope: str,
                 manual_ratios: Sequence[float] | None, uniform_total: int) -> StoreSizes:
     """Pool capacity and index sizes from the budget knobs (``manual_ratios`` given:
-    capacity = sum_k (1 - p_k) x rows, budget unused)."""
+    capacity = sum_k (1 - p_k) x rows, budget unused). ``index: auto`` compares the indexes'
+    costs at the pool fraction; at ``budget_scope: total`` that fraction comes out of the
+    sizing itself, so it is refined a few times (and lowered where the budget would not even
+    pay for the metadata)."""
     K, R = geo.num_chunks, sum(geo.table_rows)
     all_chunks = R * K
-    frac = (sum(1 - p for p in manual_ratios) / K) if manual_ratios else budget
-    geo = dataclasses.replace(geo, pool_frac=min(1.0, frac))
-    if manual_ratios:
-        chunks = min(all_chunks, math.floor(sum(1 - p for p in manual_ratios) * R + 1e-9))
-    elif budget_scope == "weights":
-        chunks = min(all_chunks, math.floor(budget * all_chunks + 1e-9))
-    else:
-        limit = budget * uniform_total
+    if manual_ratios or budget_scope == "weights":
+        frac = (sum(1 - p for p in manual_ratios) / K) if manual_ratios else budget
+        geo = dataclasses.replace(geo, pool_frac=min(1.0, frac))
+        chunks = min(all_chunks, math.floor(frac * all_chunks + 1e-9)) if not manual_ratios \
+            else min(all_chunks, math.floor(sum(1 - p for p in manual_ratios) * R + 1e-9))
+        slots, caps = geo.index_sizes(chunks)
+        return StoreSizes(chunks, geo.kinds, slots, caps)
+    limit = budget * uniform_total
+    frac, chunks, seen = min(1.0, budget), None, set()
+    for _ in range(6):
+        geo = dataclasses.replace(geo, pool_frac=frac)
+        kinds = tuple(geo.kinds)
         if geo.total_bytes(1) > limit:
-            kinds = geo.kinds
-            raise BudgetInfeasible(
-                f"method.budget={budget} with method.budget_scope=total allows {limit:.0f} "
-                f"bytes, too few for any chunk next to the metadata ({kinds.count('direct')} "
-                f"direct tables: {8 * K} bytes per row, {R} rows): raise method.budget, lower "
-                f"method.num_chunks, use method.index=hashed or auto, or budget_scope=weights")
-        lo, hi = 1, all_chunks                      # total_bytes(lo) fits
+            if geo.index != "auto" or frac < 1e-6:
+                break
+            frac /= 4                                  # the metadata alone does not fit
+            continue
+        lo, hi = 1, all_chunks                         # total_bytes(lo) fits
         if geo.total_bytes(hi) <= limit:
             lo = hi
         while lo < hi:
@@ -167,5 +172,16 @@ def store_sizes(geo: StoreGeometry, budget: float, budget_scope: str,
             else:
                 hi = mid - 1
         chunks = lo
+        if geo.index != "auto" or kinds in seen:
+            break
+        seen.add(kinds)
+        frac = chunks / all_chunks
+    if chunks is None:
+        kinds = geo.kinds
+        raise BudgetInfeasible(
+            f"method.budget={budget} with method.budget_scope=total allows {limit:.0f} "
+            f"bytes, too few for any chunk next to the metadata ({kinds.count('direct')} "
+            f"direct tables: {8 * K} bytes per row, {R} rows): raise method.budget, lower "
+            f"method.num_chunks, use method.index=hashed or auto, or budget_scope=weights")
     slots, caps = geo.index_sizes(chunks)
     return StoreSizes(chunks, geo.kinds, slots, caps)

@@ -165,38 +165,42 @@ class HashedIndex(nn.Module):
         return entries
 
     # ---- admission ----------------------------------------------------------------------------
-    def _cells(self, tables: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
-        """Sketch cells of (table, id) (tables without entries: cell 0, never counted)."""
+    def _cells(self, tables: torch.Tensor, ids: torch.Tensor,
+               tkeys: torch.Tensor) -> list[torch.Tensor]:
+        """Sketch cells of (table, id) (tables without entries: cell 0, never counted);
+        ``tkeys`` the tables' draw keys."""
         width = self.sketch_width.index_select(0, tables)
         base = torch.where(width > 0, self.sketch_base.index_select(0, tables),
                            torch.zeros_like(width))
         width = width.clamp_min(1)
-        return [base + keyed_hash(d + 1, tables, ids) % width for d in range(SKETCH_ROWS)]
+        return [base + keyed_hash(d + 1, tkeys, ids) % width for d in range(SKETCH_ROWS)]
 
-    def count(self, tables: torch.Tensor, ids: torch.Tensor) -> None:
+    def count(self, tables: torch.Tensor, ids: torch.Tensor, tkeys: torch.Tensor) -> None:
         """One access of each (table, id) (occurrences, repeats included)."""
         if self.sketch.shape[1] == 0 or ids.numel() == 0:
             return
         ones = (self.sketch_width.index_select(0, tables) > 0).to(self.sketch.dtype)
-        for d, cell in enumerate(self._cells(tables, ids)):
+        for d, cell in enumerate(self._cells(tables, ids, tkeys)):
             self.sketch[d].index_put_((cell,), ones, accumulate=True)
 
-    def estimate(self, tables: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def estimate(self, tables: torch.Tensor, ids: torch.Tensor,
+                 tkeys: torch.Tensor) -> torch.Tensor:
         """Count-min estimate of each (table, id)'s recent accesses (never an undercount)."""
         if self.sketch.shape[1] == 0:
             return torch.zeros(ids.numel(), device=ids.device)
-        cells = self._cells(tables, ids)
+        cells = self._cells(tables, ids, tkeys)
         est = self.sketch[0].index_select(0, cells[0])
         for d in range(1, SKETCH_ROWS):
             est = torch.minimum(est, self.sketch[d].index_select(0, cells[d]))
         return est * (self.sketch_width.index_select(0, tables) > 0)
 
     def admit(self, rows: torch.Tensor, tables: torch.Tensor, ids: torch.Tensor,
-              counts: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+              counts: torch.Tensor, tkeys: torch.Tensor) -> torch.Tensor:
         """Which absent unique rows get an entry now: those whose estimated count beats their
         table's bar, the most frequent first, while the table has room."""
         room = (self.live_cap - self.live_per_table).clamp_min(0)
-        est = self.estimate(tables, ids)
+        est = self.estimate(tables, ids, tkeys)
+        keys = keyed_hash(0, tkeys, ids)
         ok = room.index_select(0, tables) > 0
         if self.sketch.shape[1]:                           # no sketch: first come first served
             ok &= est > self.bar.index_select(0, tables)
@@ -213,10 +217,11 @@ class HashedIndex(nn.Module):
         rank = torch.arange(t.numel(), device=t.device) - first.index_select(0, t)
         return cand[order[rank < room.index_select(0, t)]]
 
-    def weakest(self, bar: torch.Tensor, tables: torch.Tensor, ids: torch.Tensor) -> None:
+    def weakest(self, bar: torch.Tensor, tables: torch.Tensor, ids: torch.Tensor,
+                tkeys: torch.Tensor) -> None:
         """Fold live entries (a block of them) into ``bar``: per table the least estimate."""
         if ids.numel():
-            bar.scatter_reduce_(0, tables, self.estimate(tables, ids), "amin")
+            bar.scatter_reduce_(0, tables, self.estimate(tables, ids, tkeys), "amin")
 
     def age(self, bar: torch.Tensor) -> None:
         """At an event, after ``weakest`` saw every surviving live entry: the bar a new id
@@ -245,8 +250,13 @@ class TableIndex(nn.Module):
     """The store's index: direct tables' entries, then the hash table's slots."""
 
     def __init__(self, table_rows: torch.Tensor, kinds: Sequence[str], num_slots: int = 0,
-                 live_cap: Sequence[int] | None = None, sketch_per_entry: float = 1.0) -> None:
+                 live_cap: Sequence[int] | None = None, sketch_per_entry: float = 1.0,
+                 table_keys: Sequence[int] | None = None) -> None:
         super().__init__()
+        keys = table_keys if table_keys is not None else range(table_rows.numel())
+        # Per table, the key of its draws and hashes (fiited.keyed.table_key of its name).
+        self.register_buffer("table_key", torch.tensor([int(k) for k in keys],
+                                                       dtype=torch.int64), persistent=False)
         bad = [k for k in kinds if k not in ("direct", "hashed")]
         if bad or len(kinds) != table_rows.numel():
             raise ValueError(f"one of 'direct'/'hashed' per table, got {list(kinds)}")
@@ -277,7 +287,8 @@ class TableIndex(nn.Module):
     def bytes(self) -> int:
         from fiited.memory import tensor_bytes
         h = self.hashed
-        return tensor_bytes(self.is_direct, self.table_ends, self.table_starts, self.direct.base,
+        return tensor_bytes(self.is_direct, self.table_ends, self.table_starts, self.table_key,
+                            self.direct.base,
                             self.direct.sizes, *((h.keys, h.live_cap, h.live_per_table,
                                                   h.sketch_width, h.sketch_base, h.sketch, h.bar)
                                                  if h is not None else ()))
@@ -285,7 +296,7 @@ class TableIndex(nn.Module):
     @staticmethod
     def fixed_bytes(num_tables: int, any_hashed: bool) -> int:
         """Bytes that do not scale with entries: geometry, sketch offsets and the bar."""
-        return 8 * 4 * num_tables + num_tables + (4 * 8 + 4) * num_tables * any_hashed
+        return 8 * 5 * num_tables + num_tables + (4 * 8 + 4) * num_tables * any_hashed
 
     # ---- rows <-> entries ---------------------------------------------------------------------
     def entries_of(self, rows: torch.Tensor, insert: bool) -> torch.Tensor:
@@ -315,7 +326,8 @@ class TableIndex(nn.Module):
         found = h.find(rows)
         if not insert:
             return found
-        h.count(tables, rows - self.table_starts.index_select(0, tables))
+        h.count(tables, rows - self.table_starts.index_select(0, tables),
+                self.table_key.index_select(0, tables))
         absent = found < 0
         if h.live >= h.max_live or not bool(absent.any()):
             return found
@@ -323,7 +335,7 @@ class TableIndex(nn.Module):
         uniq, counts = torch.unique(rows[where], return_counts=True)
         ut = self.table_of_rows(uniq)
         uid = uniq - self.table_starts.index_select(0, ut)
-        pick = h.admit(uniq, ut, uid, counts, keyed_hash(0, ut, uid))
+        pick = h.admit(uniq, ut, uid, counts, self.table_key.index_select(0, ut))
         if pick.numel() == 0:
             return found
         h.insert(uniq[pick], ut[pick])

@@ -7,9 +7,17 @@ global row number, so a rank that holds a subset of the tables draws exactly wha
 """
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 _M32 = 0xFFFFFFFF
+
+
+def table_key(name: str) -> int:
+    """A table's key in every draw: from its name, so it is the same on whichever rank (and
+    at whichever position) the table lives."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:

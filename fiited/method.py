@@ -173,10 +173,14 @@ class Fiited(EmbeddingMethod):
         self.projection = (ProjectionPadding(len(rows), K, self.chunk_width)
                            if cfg.padding == "projection" else None)
         sizes = self._sizes(rows)
-        caps, table_group = group_capacities(rows, K, self.policy, sizes.chunks)
+        frac = (None if cfg.budget_scope == "total" and cfg.thresholds != "manual" else
+                cfg.budget if cfg.thresholds != "manual" else
+                sum(1 - p for p in cfg.manual_ratios) / K)
+        caps, table_group = group_capacities(rows, K, self.policy, sizes.chunks, frac)
         self.store = ChunkStore(rows, K, self.chunk_width, caps, table_group, optim,
                                 index=sizes.kinds, num_entries=sizes.num_slots,
-                                live_cap=sizes.live_cap, sketch_per_entry=cfg.admission_sketch)
+                                live_cap=sizes.live_cap, sketch_per_entry=cfg.admission_sketch,
+                                table_names=[t.name for t in self.tables])
         self.utility = ChunkUtility(self.store.num_entries, K, cfg.utility, cfg.gamma,
                                     cfg.decay_per)
         if self.store.index.identity and self.store.capacity == self.total_rows * K:

@@ -119,7 +119,7 @@ def sample_entries(store: ChunkStore, policy: PrunePolicy, seed: int, step: int
             if whole is not None:
                 pick = whole[tabs]
             elif policy.sampling == "random":
-                pick = keyed_uniform(seed, tabs, ids) < frac[tabs]
+                pick = keyed_uniform(seed, store.tkey(tabs), ids) < frac[tabs]
             else:
                 pick = ids % stride[tabs] == offset[tabs]
             out_e.append(e[pick])
@@ -196,12 +196,18 @@ def manual_thresholds(values: torch.Tensor, weights: torch.Tensor,
 
 
 def group_capacities(table_rows: list[int], num_chunks: int, policy: PrunePolicy,
-                     budget_chunks: int) -> tuple[list[int], list[int]]:
+                     budget_chunks: int, frac: float | None = None
+                     ) -> tuple[list[int], list[int]]:
     """(capacity per group, group of each table): shared = one group; per_table = one each,
-    sized in proportion to the table's rows. ``budget_chunks`` = the whole pool's capacity."""
+    sized in proportion to the table's rows. ``budget_chunks`` = the whole pool's capacity;
+    ``frac`` given (a fixed fraction of every table's chunks): floor(frac x n_t x K) each,
+    which depends on the table alone (the same on whichever rank it lives)."""
     total = sum(table_rows) * num_chunks
     if policy.pool == "shared":
         return [min(budget_chunks, total)], [0] * len(table_rows)
+    if frac is not None:
+        return ([min(n * num_chunks, math.floor(frac * n * num_chunks + 1e-9))
+                 for n in table_rows], list(range(len(table_rows))))
     budget_chunks = min(budget_chunks, total)
     shares = [budget_chunks * n * num_chunks for n in table_rows]     # / total, exactly
     caps = [s // total for s in shares]
@@ -377,7 +383,8 @@ def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
         rows, tables = store.entry_range(a, b)
         live = tables >= 0
         tables, rows = tables[live], rows[live]
-        h.weakest(bar, tables, rows - store.table_starts.index_select(0, tables))
+        h.weakest(bar, tables, rows - store.table_starts.index_select(0, tables),
+                  store.tkey(tables))
     h.age(bar)
     return {"prune/entries_dropped": float(dropped), "prune/live_entries": float(store.live),
             "prune/max_probe": float(store.max_probe),

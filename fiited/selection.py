@@ -102,6 +102,9 @@ class TopK:
         self.limit = self.total + max(self.total // 4, EVENT_BLOCK)
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.size = 0
+        # Per group, the k-th best priority so far (-inf until k were seen): a candidate below
+        # it can never be selected, so blocks drop those before they are kept.
+        self.cut = torch.full((len(self.k),), -torch.inf, device=store.addr.device)
 
     def add(self, block: Block, mask: torch.Tensor | None) -> None:
         if self.total == 0:
@@ -117,7 +120,11 @@ class TopK:
             g = block.g.unsqueeze(1).expand_as(mask)[mask]
         if flat.numel() == 0:
             return
-        self.parts.append((flat, prio if self.largest else -prio, g))
+        prio = prio if self.largest else -prio
+        ok = prio >= self.cut.index_select(0, g)
+        if not bool(ok.all()):
+            flat, prio, g = flat[ok], prio[ok], g[ok]
+        self.parts.append((flat, prio, g))
         self.size += flat.numel()
         if self.size > self.limit:
             self._compress()
@@ -126,9 +133,9 @@ class TopK:
         s = self.store
         if self.per_entry:
             tables, ids = s.ids_of_rows(s.rows_of_entries(flat))
-            return keyed_hash(0, tables, ids)
+            return keyed_hash(0, s.tkey(tables), ids)
         tables, ids, k = s.chunk_keys(flat)
-        return keyed_hash(0, tables, ids) * s.num_chunks + k
+        return keyed_hash(0, s.tkey(tables), ids) * s.num_chunks + k
 
     def _compress(self) -> None:
         if not self.parts:
@@ -146,6 +153,7 @@ class TopK:
                 continue
             p = prio[sel]
             v = torch.kthvalue(p.cpu(), sel.numel() - kk + 1).values.to(p.device)
+            self.cut[gi] = v
             above = p > v
             keep[sel[above]] = True
             need = kk - int(above.sum())

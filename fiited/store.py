@@ -24,7 +24,7 @@ from torch import nn
 
 from fiited.budget import split_entries
 from fiited.index import TableIndex, table_kinds
-from fiited.keyed import keyed_hash, keyed_init
+from fiited.keyed import keyed_hash, keyed_init, table_key
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
 
@@ -71,7 +71,8 @@ class ChunkStore(nn.Module):
                  group_caps: Sequence[int], table_group: Sequence[int],
                  optim: SparseOptimConfig, index: str | Sequence[str] = "direct",
                  num_entries: int = 0, max_live: int = 0,
-                 live_cap: Sequence[int] | None = None, sketch_per_entry: float = 1.0) -> None:
+                 live_cap: Sequence[int] | None = None, sketch_per_entry: float = 1.0,
+                 table_names: Sequence[str] | None = None) -> None:
         """``index``: one kind for all tables, or one per table. Hashed tables share
         ``num_entries`` slots; their entry budgets are ``live_cap`` (per table) or
         ``max_live`` split over them in proportion to their rows."""
@@ -92,7 +93,10 @@ class ChunkStore(nn.Module):
         if live_cap is None and "hashed" in kinds:
             live_cap = split_entries([n if k == "hashed" else 0 for n, k in
                                       zip(rows.tolist(), kinds)], int(max_live))
-        self.index = TableIndex(rows, kinds, int(num_entries), live_cap, sketch_per_entry)
+        names = list(table_names) if table_names is not None else [str(t) for t in
+                                                                    range(rows.numel())]
+        self.index = TableIndex(rows, kinds, int(num_entries), live_cap, sketch_per_entry,
+                                [table_key(n) for n in names])
         entries = self.index.num_entries
         # Entry table and chunk pool.
         self.register_buffer("addr", torch.full((entries, self.num_chunks), -1, dtype=torch.int32))
@@ -210,7 +214,11 @@ class ChunkStore(nn.Module):
     def row_keys(self, rows: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """A hash of (table, id) of each row: tie-break order that sharding does not change."""
         tables, ids = self.ids_of_rows(rows)
-        return keyed_hash(seed, tables, ids)
+        return keyed_hash(seed, self.tkey(tables), ids)
+
+    def tkey(self, tables: torch.Tensor) -> torch.Tensor:
+        """The draw keys of ``tables`` (from their names: the same under any sharding)."""
+        return self.index.table_key.index_select(0, tables)
 
     @staticmethod
     def bytes_per_chunk(chunk_width: int, optim: SparseOptimConfig) -> int:
@@ -336,7 +344,7 @@ class ChunkStore(nn.Module):
             self.pool[slots] = 0.0
         elif init == "random":
             tables, ids, k = self.chunk_keys(flat)
-            self.pool[slots] = keyed_init(seed, tables, ids, k, self.chunk_width,
+            self.pool[slots] = keyed_init(seed, self.tkey(tables), ids, k, self.chunk_width,
                                           self.table_rows[tables])
         else:
             raise ValueError(f"unknown chunk init {init!r}; expected one of {INITS}")

@@ -69,21 +69,22 @@ def align_initial_values(method: EmbeddingMethod, table_rows: Sequence[int],
 
 def sharding_differences(method: EmbeddingMethod) -> list[str]:
     """What makes a sharded run of ``method`` take other decisions than a 1-process run,
-    beyond float rounding: random draws from one generator over a rank's tables, and ties
-    broken by global row numbers. Empty: the sharded run follows the 1-process run."""
+    beyond float rounding. FIITED-family draws and tie-breaks are keyed by (table name, id),
+    so what is left is capacity coupled across tables: one pool shared by tables on several
+    ranks (each rank's pool holds its own tables' share), and a pool sized from the whole
+    ledger of a rank's tables. Empty: the sharded run follows the 1-process run."""
     cfg = method.config
-    out = []
+    out: list[str] = []
     if not hasattr(cfg, "first_access_init"):
         return out
     store = getattr(method, "store", None)
     full = store is not None and store.capacity == store.total_rows * store.num_chunks
-    if not full and cfg.first_access_alloc:
-        if cfg.first_access_init == "random":
-            out.append("method.first_access_init=random")
-        out.append("method.first_access_alloc=true (ties for the last free slots are broken "
-                   "by a hash of the global row number)")
-    if not full and cfg.regrow_init == "random":
-        out.append("method.regrow_init=random")
-    if cfg.sampling == "random" and cfg.sample_frac < 1:
-        out.append("method.sampling=random")
+    if full:
+        return out
+    if cfg.pool == "shared":
+        out.append("method.pool=shared (each rank's pool holds its own tables' share of the "
+                   "budget; one process lets tables compete for all of it)")
+    if cfg.budget_scope == "total" and cfg.thresholds != "manual":
+        out.append("method.budget_scope=total (each rank sizes its pool from its own tables' "
+                   "ledger)")
     return out

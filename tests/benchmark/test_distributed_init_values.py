@@ -51,17 +51,48 @@ def test_methods_it_cannot_align_say_so():
     assert align_initial_values(part, ROWS, [0, 1]) is False
 
 
-def test_sharding_differences_name_fiited_draws_and_ties():
-    default = build_method({"name": "fiited", "budget_scope": "weights"}, TABLES, 8, OPT)
-    got = sharding_differences(default)
-    assert got[0] == "method.first_access_init=random"
-    assert got[1].startswith("method.first_access_alloc=true")
-    assert got[2:] == ["method.sampling=random"]
-    quiet = build_method({"name": "fiited", "budget_scope": "weights",
-                          "first_access_alloc": False, "sampling": "stride",
-                          "regrow_init": "zero"}, TABLES, 8, OPT)
-    assert sharding_differences(quiet) == []
-    full = build_method({"name": "fiited", "budget": 1.0, "budget_scope": "weights",
-                         "sampling": "stride"}, TABLES, 8, OPT)
+def test_sharding_differences_name_only_capacity_coupled_across_tables():
+    default = build_method({"name": "fiited", "budget": 1.0}, TABLES, 8, OPT)
+    got = sharding_differences(default)                # defaults: shared pool, total scope
+    assert got[0].startswith("method.pool=shared")
+    assert got[1].startswith("method.budget_scope=total")
+    assert len(got) == 2
+    keyed = build_method({"name": "fiited", "budget_scope": "weights", "pool": "per_table",
+                          "regrow_init": "random"}, TABLES, 8, OPT)
+    assert sharding_differences(keyed) == []           # random draws are keyed: no difference
+    full = build_method({"name": "fiited", "budget": 1.0, "budget_scope": "weights"},
+                        TABLES, 8, OPT)
     assert sharding_differences(full) == []            # starts full: nothing left to allocate
     assert sharding_differences(build_method({"name": "uniform"}, TABLES, 8, OPT)) == []
+
+
+@pytest.mark.parametrize("name,cfg", [
+    ("fiited", {"pool": "per_table", "budget_scope": "weights", "regrow_init": "random"}),
+    ("fiited", {"pool": "per_table", "budget_scope": "weights", "index": "hashed",
+                "index_reserve": 0.2}),
+    ("itep", {"budget_scope": "weights", "budget": 0.5}),
+])
+def test_a_subset_of_the_tables_trains_exactly_like_those_tables_in_the_full_method(name, cfg):
+    """Random draws (first-access and regrow values, sampling) and tie-breaks are keyed by
+    (table name, id): a method built for a subset of the tables (a rank's) takes exactly the
+    1-process decisions and values for them, events included."""
+    cfg = {"name": name, "budget": 0.25, "schedule": {"warmup": [2, 4], "interval": 3},
+           "sample_frac": 0.3, "min_sample_rows": 0, **cfg}
+    full = build_method(cfg, TABLES, 8, OPT, seed=4)
+    owned = [1, 2, 4]
+    part = build_method(cfg, [TABLES[f] for f in owned], 8, OPT, seed=4)
+    assert sharding_differences(part) == sharding_differences(full) == []
+    g = torch.Generator().manual_seed(0)
+    for step in range(1, 9):
+        ids = torch.stack([torch.randint(0, t.num_rows, (24,), generator=g) for t in TABLES], 1)
+        w = torch.randn(24, len(TABLES), 8, generator=g)
+        a, b = full(ids), part(ids[:, owned])
+        assert torch.equal(a[:, owned], b), f"step {step}"
+        (a * w).sum().backward()
+        (b * w[:, owned]).sum().backward()
+        ma, mb = full.on_step(step), part.on_step(step)
+        assert bool(ma) == bool(mb)
+    dims_a, dims_b = full.dims(), part.dims()
+    for f in owned:
+        assert torch.equal(dims_a[TABLES[f].name], dims_b[TABLES[f].name])
+    assert full.events == part.events == 4
