@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 class Preset:
     name: str
     feature_names: tuple[str, ...]
-    cardinalities: tuple[int, ...]     # the real dataset's (DATA.md)
+    cardinalities: tuple[int, ...]     # the real dataset's (docs/data.md)
     default_mass: tuple[float, ...]    # share of id 0 (empty / default value) per table
     num_dense: int
     click_rate: float
@@ -33,7 +33,7 @@ _AVAZU_NAMES = ("C1", "banner_pos", "site_id", "site_domain", "site_category", "
                 "C20", "C21")
 _AVAZU_CARDS = (7, 7, 4737, 7745, 26, 8552, 559, 36, 2686408, 6729486, 8251, 5, 4, 2626, 8, 9,
                 435, 4, 68, 172, 60)
-# Top-value shares from DATA.md (C1, app_id, device_id, device_ip). app_domain/app_category
+# Top-value shares from docs/data.md (C1, app_id, device_id, device_ip). app_domain/app_category
 # follow app_id (site traffic has no app) and the site_* fields take the remaining app traffic:
 # an assumption derived from app_id's share, not a measured fact.
 _AVAZU_TOP = {"C1": 0.919, "app_id": 0.639, "device_id": 0.825, "device_ip": 0.0052,

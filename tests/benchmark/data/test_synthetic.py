@@ -110,7 +110,7 @@ def test_avazu_heavy_hitters(avazu):
         col = ids[:, names.index(name)]
         assert abs(np.mean(col == 0) - share) < 0.01, name
     ip = np.bincount(ids[:, names.index("device_ip")])
-    assert ip.max() / ip.sum() < 0.02          # no heavy hitter in device_ip (DATA.md: 0.52%)
+    assert ip.max() / ip.sum() < 0.02          # no heavy hitter in device_ip (docs/data.md: ~0.5%)
 
 
 def _ne(p: np.ndarray, y: np.ndarray, rate: float) -> float:
