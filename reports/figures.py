@@ -7,6 +7,7 @@ backend, leaks no global figure state, and the same code renders inline in a not
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,8 +38,10 @@ class FigureSpec:
     def draw(self, data: ReportData) -> Figure | None:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
             fig = self.draw_fn(data)
-        if fig is not None:
-            fig.suptitle(f"{self.claim or self.title}\n{where(data)}", fontsize="medium")
+        if fig is not None:  # wrapped to the figure's width, so a narrow figure shows it all
+            width = max(40, int(fig.get_figwidth() * 8))
+            text = "\n".join([*textwrap.wrap(self.claim or self.title, width), where(data)])
+            fig.suptitle(text, fontsize="medium")
         return fig
 
 
@@ -121,8 +124,7 @@ def ne_vs_memory(data: ReportData) -> Figure | None:
         if data.runs.has("bayes_ne") and part["bayes_ne"].notna().any():
             ax.axhline(part["bayes_ne"].mean(), ls=":", color="gray", lw=1, label="Bayes NE")
         bytes_axis(ax, part["memory"])
-        ax.set_xlabel("total embedding memory (log scale; weights + optimizer + index + "
-                      "utilities)")
+        ax.set_xlabel("total embedding memory (log)")
         ax.set_ylabel(metric_label(ne))
         panel_title(ax, f"{metric_label(ne)} vs total memory{'' if pd.isna(ds) else f' ({ds})'}")
     return one_legend(fig, axes)

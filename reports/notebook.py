@@ -118,6 +118,7 @@ def export(nb: nbformat.NotebookNode, out_dir: Path, stem: str) -> tuple[Path, P
 # Code hidden by default in the HTML; one button shows it (the .ipynb hides it in Jupyter too).
 CODE_TOGGLE = """<style>
 body:not(.show-code) .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+.jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon td { text-align: left; }
 #code-toggle { position: fixed; top: 8px; right: 12px; z-index: 10; font: 13px sans-serif;
   padding: 4px 10px; border: 1px solid #888; border-radius: 4px; background: #f6f6f6; }
 </style>

@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         print(f"reports.ui: error: {e}", file=sys.stderr)
         return 2
-    print(f"MLflow UI: {ui.url}   (Ctrl+C stops it)\n{FILTER_HINTS}", flush=True)
+    # MLflow 3 opens in its GenAI workspace unless told; these are training runs
+    print(f"MLflow UI: {ui.url}/#/experiments?workflowType=machine_learning   "
+          f"(Ctrl+C stops it)\n{FILTER_HINTS}", flush=True)
     try:
         return ui.wait()
     except KeyboardInterrupt:
