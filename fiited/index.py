@@ -233,17 +233,22 @@ class HashedIndex(nn.Module):
         self.sketch.mul_(0.5)
 
     # ---- rebuild ------------------------------------------------------------------------------
-    def rebuild(self, keep: torch.Tensor, tables_of_rows) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep the slots where ``keep`` and re-insert them into a fresh table. Returns
-        (old slots, their new slots)."""
-        old = (keep & (self.keys >= 0)).nonzero().squeeze(1)
-        rows = self.keys[old].long()
+    def rebuild(self, keep: torch.Tensor, tables_of_rows,
+                block: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the slots where ``keep`` and re-insert them into a fresh table, ``block``
+        rows at a time (bounded temporaries). Returns (old slots, their new slots)."""
+        narrow = torch.int32 if self.num_entries < 2 ** 31 else torch.int64
+        old = (keep & (self.keys >= 0)).nonzero().squeeze(1).to(narrow)
+        rows = self.keys[old]                              # int32 where the keys are
         self.keys.fill_(-1)
         self.max_probe = 0
         self.live = 0
         self.live_per_table.zero_()
-        new = self.insert(rows, tables_of_rows(rows))
-        return old, new
+        new = torch.empty_like(old)
+        for a in range(0, rows.numel(), block):
+            part = rows[a:a + block].long()
+            new[a:a + block] = self.insert(part, tables_of_rows(part)).to(narrow)
+        return old, new                                     # int32 where it fits
 
 
 class TableIndex(nn.Module):

@@ -268,7 +268,8 @@ class ChunkStore(nn.Module):
         moved = torch.full_like(part, -1)
         moved[new] = part[old]
         part.copy_(moved)
-        return old + D, new + D
+        del moved
+        return old.add_(D), new.add_(D)
 
     def _recount(self) -> None:
         """Counts derived from the entries (after loading a state), in bounded blocks: kept
