@@ -52,7 +52,7 @@ def percentile_ms(times_s: list[float], q: float) -> float:
 
 def eval_metrics(prefix: str, logits: torch.Tensor, labels: torch.Tensor,
                  base_rate: float) -> dict[str, float]:
-    """The names DESIGN.md section 8 fixes: {prefix}/ne, {prefix}/auc, {prefix}/logloss."""
+    """The metric names the README documents: {prefix}/ne, {prefix}/auc, {prefix}/logloss."""
     ll = logloss(logits, labels)
     return {f"{prefix}/logloss": ll, f"{prefix}/ne": ll / binary_entropy(base_rate),
             f"{prefix}/auc": auc(logits, labels)}

@@ -1,4 +1,4 @@
-"""The common embedding interface every method implements (DESIGN.md section 2)."""
+"""The common embedding interface every method implements (README "What is compared")."""
 from __future__ import annotations
 
 import math

@@ -50,7 +50,7 @@ class MemoryReport:
         return d
 
     def metrics(self, prefix: str = "mem/") -> dict[str, float]:
-        """The names DESIGN.md section 8 fixes for MLflow and summary.json."""
+        """The metric names MLflow and summary.json use (README, "Metric names")."""
         return {
             f"{prefix}weights_bytes": float(self.weights),
             f"{prefix}optimizer_bytes": float(self.optimizer),

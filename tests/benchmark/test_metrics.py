@@ -46,7 +46,7 @@ def test_logloss_matches_formula_and_entropy():
     prob = torch.sigmoid(logits.double())
     want = -(labels * prob.log() + (1 - labels) * (1 - prob).log()).mean()
     assert logloss(logits, labels) == pytest.approx(float(want), rel=1e-12)
-    assert binary_entropy(0.2562) == pytest.approx(0.5690, abs=1e-4)  # PAPER.md: Criteo Kaggle
+    assert binary_entropy(0.2562) == pytest.approx(0.5690, abs=1e-4)  # docs/claims.md: Criteo Kaggle
     m = eval_metrics("val", logits, labels, 0.5)
     assert set(m) == {"val/logloss", "val/ne", "val/auc"}
     with pytest.raises(ValueError, match="click rate"):
