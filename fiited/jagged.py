@@ -1,0 +1,118 @@
+"""``Jagged``: one batch of multi-hot (bag) features, the one place this concept lives.
+
+Like TorchRec's ``KeyedJaggedTensor`` but ours and torch-only: for ``B`` rows and ``Fm`` bag
+features, ``values[N]`` holds the ids (each within its own feature's table, 0..cardinality-1),
+``offsets[B*Fm + 1]`` bounds the bags, bag ``b*Fm + f`` (row-major: row b, feature f; the order
+the bag kernels in ``fiited.kernels`` use) being ``values[offsets[i]:offsets[i+1]]``; optional
+``weights[N]`` weigh each id in its bag. An empty bag pools to zeros.
+
+How a batch with both kinds of feature is passed: the one-hot columns stay ``ids[B, F1]`` as
+today (no cost for them), the bag features come as an optional ``Jagged``; an embedding method
+takes ``forward(ids, bags=None)``. ``Jagged.from_dense(ids)`` turns one-hot ``ids[B, F]`` into
+the special case of bags of length one, for code that wants a single path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Jagged:
+    values: torch.Tensor                 # int64/int32 [N]
+    offsets: torch.Tensor                # int64 [B*Fm + 1], offsets[0] == 0, non-decreasing
+    feature_names: tuple[str, ...]
+    weights: torch.Tensor | None = None  # float [N]
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def batch_size(self) -> int:
+        return (self.offsets.numel() - 1) // max(self.num_features, 1)
+
+    def lengths(self) -> torch.Tensor:
+        """Bag lengths as [B, Fm] (int64)."""
+        return torch.diff(self.offsets).view(self.batch_size, self.num_features)
+
+    @classmethod
+    def from_lengths(cls, values: torch.Tensor, lengths: torch.Tensor,
+                     feature_names: Sequence[str], weights: torch.Tensor | None = None,
+                     validate: bool = True) -> "Jagged":
+        """From bag lengths [B, Fm] (or flat [B*Fm], row-major) instead of offsets."""
+        lengths = torch.as_tensor(lengths).reshape(-1).long()
+        offsets = torch.zeros(lengths.numel() + 1, dtype=torch.long, device=lengths.device)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        j = cls(values, offsets, tuple(feature_names), weights)
+        if validate:
+            j.validate()
+        return j
+
+    @classmethod
+    def from_dense(cls, ids: torch.Tensor, feature_names: Sequence[str]) -> "Jagged":
+        """One-hot ids[B, F] as bags of one id each (values = ids row-major)."""
+        if ids.dim() != 2 or ids.shape[1] != len(feature_names):
+            raise ValueError(f"from_dense: ids must be [batch, {len(feature_names)}], "
+                             f"got {tuple(ids.shape)}")
+        offsets = torch.arange(ids.numel() + 1, dtype=torch.long, device=ids.device)
+        return cls(ids.reshape(-1), offsets, tuple(feature_names))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Jagged":
+        w = None if self.weights is None else self.weights.to(device, non_blocking=non_blocking)
+        return Jagged(self.values.to(device, non_blocking=non_blocking),
+                      self.offsets.to(device, non_blocking=non_blocking), self.feature_names, w)
+
+    def feature(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One feature's (values, offsets[B+1], weights) as its own jagged column."""
+        f = self.feature_names.index(name)
+        lens = self.lengths()[:, f]
+        starts = self.offsets[:-1].view(self.batch_size, self.num_features)[:, f]
+        idx = torch.repeat_interleave(starts - _excl_cumsum(lens), lens) + \
+            torch.arange(int(lens.sum()), device=lens.device)
+        off = torch.cat([lens.new_zeros(1), torch.cumsum(lens, 0)])
+        w = None if self.weights is None else self.weights[idx]
+        return self.values[idx], off, w
+
+    def validate(self, cardinalities: Sequence[int] | None = None) -> None:
+        """Raise one ValueError naming the feature and bag at fault (shapes, offsets, ids)."""
+        fm, off = self.num_features, self.offsets
+        if fm == 0:
+            raise ValueError("Jagged: no feature_names")
+        if self.values.dim() != 1 or self.values.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"Jagged: values must be int32/int64 [N], got {self.values.dtype} "
+                             f"{tuple(self.values.shape)}")
+        if off.dim() != 1 or off.dtype != torch.int64 or (off.numel() - 1) % fm:
+            raise ValueError(f"Jagged: offsets must be int64 [B*{fm}+1] for {fm} features, got "
+                             f"{off.dtype} {tuple(off.shape)}")
+        if int(off[0]) != 0 or int(off[-1]) != self.values.numel():
+            raise ValueError(f"Jagged: offsets must run from 0 to len(values)="
+                             f"{self.values.numel()}, got {int(off[0])}..{int(off[-1])}")
+        bad = torch.nonzero(torch.diff(off) < 0)
+        if bad.numel():
+            i = int(bad[0])
+            raise ValueError(f"Jagged: feature {self.feature_names[i % fm]!r}, bag of row "
+                             f"{i // fm}: offsets decrease ({int(off[i])} -> {int(off[i + 1])})")
+        if self.weights is not None and self.weights.shape != self.values.shape:
+            raise ValueError(f"Jagged: weights shape {tuple(self.weights.shape)} != values "
+                             f"shape {tuple(self.values.shape)}")
+        if cardinalities is None or not self.values.numel():
+            return
+        if len(cardinalities) != fm:
+            raise ValueError(f"Jagged: {len(cardinalities)} cardinalities for {fm} features")
+        bag = torch.repeat_interleave(torch.arange(off.numel() - 1, device=off.device),
+                                      torch.diff(off))
+        card = torch.as_tensor(list(cardinalities), device=off.device)[bag % fm]
+        v = self.values.long()
+        wrong = torch.nonzero((v < 0) | (v >= card))
+        if wrong.numel():
+            n = int(wrong[0])
+            i = int(bag[n])
+            raise ValueError(f"Jagged: feature {self.feature_names[i % fm]!r}, bag of row "
+                             f"{i // fm}: id {int(v[n])} outside 0..{int(card[n]) - 1}")
+
+
+def _excl_cumsum(x: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(x, 0) - x
