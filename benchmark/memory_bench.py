@@ -34,12 +34,12 @@ from pathlib import Path
 
 DEFAULT_METHODS = [
     "uniform",
-    "fiited:budget=0.0625,budget_scope=total,index=hashed",
-    "fiited:budget=0.015625,budget_scope=total,index=hashed",
-    "adaembed:budget=0.0625,budget_scope=total,index=hashed",
-    "adaembed:budget=0.015625,budget_scope=total,index=hashed",
-    "itep:budget=0.0625,budget_scope=total,index=hashed",
-    "itep:budget=0.015625,budget_scope=total,index=hashed",
+    "fiited:budget=0.0625,budget_scope=total,index=auto",
+    "fiited:budget=0.015625,budget_scope=total,index=auto",
+    "adaembed:budget=0.0625,budget_scope=total,index=auto",
+    "adaembed:budget=0.015625,budget_scope=total,index=auto",
+    "itep:budget=0.0625,budget_scope=total,index=auto",
+    "itep:budget=0.015625,budget_scope=total,index=auto",
     "post_prune:budget=0.0625",
     "hashing:budget=0.0625",
 ]
