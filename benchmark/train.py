@@ -6,6 +6,7 @@ validation, ledger sampling and checkpoints are excluded.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import random
@@ -79,6 +80,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def model_inputs(batch, device: torch.device) -> tuple:
+    """(dense, ids) or, for a dataset with bag features, (dense, ids, bags) on ``device``."""
+    dense, ids = batch.dense.to(device), batch.ids.to(device)
+    if getattr(batch, "bags", None) is None:
+        return dense, ids
+    return dense, ids, batch.bags.to(device)
+
+
+def check_takes_bags(manifest, method_name: str, emb, model_name: str, head) -> None:
+    """A dataset with bag features needs a method (and head) whose forward takes ``bags``."""
+    if not manifest.bags:
+        return
+    for what, name, mod in (("method", method_name, emb), ("model", model_name, head)):
+        if "bags" not in inspect.signature(mod.forward).parameters:
+            raise UserError(
+                f"{what} {name!r} does not take bag (multi-hot) "
+                f"features, and this dataset has {manifest.bag_names}; use a one-hot dataset "
+                f"(e.g. movielens with genres=multi, history=0)")
+
+
 @torch.no_grad()
 def evaluate(model: DLRM, loader: BatchLoader, device: torch.device,
              prefix: str, base_rate: float) -> tuple[dict[str, float], int, float]:
@@ -88,7 +109,7 @@ def evaluate(model: DLRM, loader: BatchLoader, device: torch.device,
     t0 = time.perf_counter()
     logits, labels = [], []
     for b in loader:
-        logits.append(model(b.dense.to(device), b.ids.to(device)).float().cpu())
+        logits.append(model(*model_inputs(b, device)).float().cpu())
         labels.append(b.labels)
     seconds = time.perf_counter() - t0
     model.train(was_training)
@@ -152,6 +173,8 @@ class Trainer:
         self.emb: EmbeddingMethod = self.build_embeddings()
         self.emb.validate_ids = bool(tc.validate_ids)
         self.model = self.build_model()
+        check_takes_bags(m, str(cfg.method.get("name", type(self.emb).__name__)), self.emb,
+                         str(cfg.model.get("name", "dlrm")), self.model)
         self.dense_opt = make_dense_optimizer(tc.dense_optimizer, self.model.dense_parameters(),
                                               tc.dense_lr)
         self.train_loader, self.val_loader, self.test_loader = self.build_loaders()
@@ -210,9 +233,8 @@ class Trainer:
 
     def train_step(self, batch, loss_fn) -> torch.Tensor:
         """Forward, backward (the sparse update runs inside), dense optimizer step."""
-        dense, ids = batch.dense.to(self.device), batch.ids.to(self.device)
         labels = batch.labels.to(self.device)
-        loss = loss_fn(self.model(dense, ids), labels)
+        loss = loss_fn(self.model(*model_inputs(batch, self.device)), labels)
         self.dense_opt.zero_grad(set_to_none=True)
         if self.embedding_l2:    # L2 on the rows this batch touched, through the same update
             e = self._emb_out

@@ -6,6 +6,12 @@ A dataset is a directory::
     dense.npy       float32 [N, num_dense]   (num_dense may be 0)
     ids.npy         int32 or int64 [N, F]    contiguous ids per feature, 0..cardinality-1
     labels.npy      uint8 [N]                0/1 (or float32 [N] weights-free labels only)
+    bag_<name>.values.npy   int32/int64 [V]  optional, per bag (multi-hot) feature: its ids
+    bag_<name>.offsets.npy  int64 [N + 1]    row r's bag is values[offsets[r]:offsets[r+1]]
+
+Bag features are listed in the manifest's ``bags`` (name, table, cardinality, pooling); a
+manifest without bags is written exactly as before (no ``bags`` key), so old datasets and
+their bytes are unchanged.
 
 Splits are contiguous row ranges [start, end) named in the manifest (time order preserved).
 ``DatasetWriter`` writes into a hidden temporary sibling and renames it into place only on
@@ -32,6 +38,15 @@ MANIFEST = "manifest.json"
 ARRAYS = ("dense", "ids", "labels")
 # what a prepared dataset directory may hold: only such a directory is ever replaced
 DATASET_FILES = frozenset({MANIFEST, "dense.npy", "ids.npy", "labels.npy", "weights.npy"})
+POOLINGS = ("sum", "mean")
+
+
+def bag_files(name: str) -> tuple[str, str]:
+    return f"bag_{name}.values.npy", f"bag_{name}.offsets.npy"
+
+
+def _is_dataset_file(name: str) -> bool:
+    return name in DATASET_FILES or (name.startswith("bag_") and name.endswith(".npy"))
 
 
 class DatasetError(UserError):
@@ -54,6 +69,13 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     created: str = ""
     complete: bool = False
+    # bag (multi-hot) features: {"name", "table", "cardinality", "pooling"}; a table shared by
+    # several bags has one cardinality; empty for one-hot-only datasets
+    bags: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def bag_names(self) -> list[str]:
+        return [b["name"] for b in self.bags]
 
     @property
     def num_features(self) -> int:
@@ -76,9 +98,26 @@ class Manifest:
                                    f"0..{self.num_rows}")
         if not 0.0 < self.click_rate < 1.0:
             raise DatasetError(f"{where}: click_rate {self.click_rate} must be in (0, 1)")
+        tables: dict[str, int] = {}
+        for b in self.bags:
+            if not isinstance(b, dict) or set(b) != {"name", "table", "cardinality", "pooling"}:
+                raise DatasetError(f"{where}: bag entry {b!r} must have exactly name, table, "
+                                   f"cardinality, pooling")
+            if b["name"] in self.feature_names or self.bag_names.count(b["name"]) > 1:
+                raise DatasetError(f"{where}: bag feature {b['name']!r} is named twice")
+            if int(b["cardinality"]) < 1 or b["pooling"] not in POOLINGS:
+                raise DatasetError(f"{where}: bag feature {b['name']!r}: cardinality "
+                                   f"{b['cardinality']} must be >= 1, pooling {b['pooling']!r} "
+                                   f"one of {POOLINGS}")
+            if tables.setdefault(b["table"], int(b["cardinality"])) != int(b["cardinality"]):
+                raise DatasetError(f"{where}: bag feature {b['name']!r} shares table "
+                                   f"{b['table']!r} with a different cardinality")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        d = asdict(self)
+        if not d["bags"]:              # one-hot-only manifests stay byte-identical to before
+            del d["bags"]
+        return json.dumps(d, indent=2, sort_keys=True)
 
     @classmethod
     def from_file(cls, path: Path) -> "Manifest":
@@ -107,6 +146,7 @@ class PreparedDataset:
     dense: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
+    bags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (values, offsets)
 
     def split(self, name: str) -> tuple[int, int]:
         if name not in self.manifest.splits:
@@ -151,7 +191,36 @@ def open_dataset(path: str | os.PathLike) -> PreparedDataset:
             raise DatasetError(f"{p}/{name}.npy has shape {arr.shape}, manifest says {want[name]}")
     if ids.dtype.kind not in "iu":
         raise DatasetError(f"{p}/ids.npy has dtype {ids.dtype}, want an integer type")
-    return PreparedDataset(p, m, dense, ids, labels)
+    return PreparedDataset(p, m, dense, ids, labels, _open_bags(p, m))
+
+
+def _open_bags(p: Path, m: Manifest) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each bag's memmapped (values, offsets), checked against the manifest (ends only: the
+    loader checks ids per window, as for ``ids.npy``)."""
+    out = {}
+    for b in m.bags:
+        arrs = []
+        for fname in bag_files(b["name"]):
+            f = p / fname
+            if not f.is_file():
+                raise DatasetError(f"{p}: {fname} is missing (bag feature {b['name']!r})")
+            try:
+                arrs.append(np.load(f, mmap_mode="r"))
+            except (ValueError, OSError, EOFError):
+                raise DatasetError(f"{f}: not a readable .npy array; prepare the dataset "
+                                   f"again") from None
+        values, offsets = arrs
+        if values.ndim != 1 or values.dtype.kind not in "iu":
+            raise DatasetError(f"{p}/{bag_files(b['name'])[0]}: want integer [V], got "
+                               f"{values.dtype} {values.shape}")
+        if offsets.shape != (m.num_rows + 1,) or offsets.dtype != np.int64:
+            raise DatasetError(f"{p}/{bag_files(b['name'])[1]}: want int64 [{m.num_rows + 1}], "
+                               f"got {offsets.dtype} {offsets.shape}")
+        if int(offsets[0]) != 0 or int(offsets[-1]) != len(values):
+            raise DatasetError(f"{p}/{bag_files(b['name'])[1]}: offsets run "
+                               f"{int(offsets[0])}..{int(offsets[-1])}, want 0..{len(values)}")
+        out[b["name"]] = (values, offsets)
+    return out
 
 
 class DatasetWriter:
@@ -191,6 +260,18 @@ class DatasetWriter:
         self.ids[start:start + n] = ids
         self.labels[start:start + n] = labels
         self.written += n
+
+    def add_bag(self, name: str, values: np.ndarray, offsets: np.ndarray) -> None:
+        """Write one bag feature whole (``offsets`` int64 [num_rows + 1]); the manifest's
+        ``bags`` must name it."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.shape != (self.num_rows + 1,) or offsets[0] != 0 or \
+                offsets[-1] != len(values) or (np.diff(offsets) < 0).any():
+            raise DatasetError(f"bag {name!r}: offsets must be non-decreasing int64 "
+                               f"[{self.num_rows + 1}] from 0 to len(values)={len(values)}")
+        vf, of = bag_files(name)
+        np.save(self.tmp / vf, np.ascontiguousarray(values))
+        np.save(self.tmp / of, offsets)
 
     def close(self, manifest: Manifest) -> PreparedDataset:
         """Flush, write the manifest last, and rename into place."""
@@ -251,7 +332,7 @@ def check_replaceable(path: str | os.PathLike) -> None:
     except (DatasetError, OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{p}: its {MANIFEST} is not a valid manifest ({e}); --overwrite "
                            f"replaces only prepared datasets, refusing to delete it") from None
-    others = [e for e in entries if e not in DATASET_FILES]
+    others = [e for e in entries if not _is_dataset_file(e)]
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
         raise DatasetError(f"{p} holds files a prepared dataset does not ({shown}); "

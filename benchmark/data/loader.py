@@ -16,7 +16,9 @@ epoch and the order depends only on (seed, epoch), so resuming needs only (epoch
 is yielded: stop after using a batch, not between fetching and using it). An epoch that runs
 to its end moves the loader to (epoch + 1, position 0); a loader saved after the last batch but
 before the loop ended (position == len) finishes that epoch on its next iteration, yielding
-nothing. ``set_epoch(e)`` starts epoch e from its beginning unless the loader is already in
+nothing. Bag (multi-hot) features, when the dataset has them, come as ``Batch.bags``, a
+``fiited.jagged.Jagged`` over the batch's rows (gathered by row index with numpy, no loop over
+rows); ``None`` otherwise. ``set_epoch(e)`` starts epoch e from its beginning unless the loader is already in
 epoch e (then it keeps the position, so a resumed trainer calls it harmlessly). One iteration
 at a time per loader.
 """
@@ -28,13 +30,15 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import torch
 
-from benchmark.data.format import DatasetError, PreparedDataset
+from benchmark.data.format import DatasetError, PreparedDataset, bag_files
+from fiited.jagged import Jagged
 
 
 class Batch(NamedTuple):
     dense: torch.Tensor   # float32 [B, num_dense]
     ids: torch.Tensor     # int64 [B, F]
     labels: torch.Tensor  # float32 [B]
+    bags: Jagged | None = None   # the dataset's bag features over these rows, or None
 
 
 _IDENTITY = ("split", "rows", "batch_size", "shuffle", "seed", "drop_last", "block_rows",
@@ -62,6 +66,7 @@ class BatchLoader:
         self.epoch = 0
         self.position = 0
         self._cards = np.asarray(dataset.manifest.cardinalities, dtype=np.int64)
+        self._bags = [(b["name"], int(b["cardinality"])) for b in dataset.manifest.bags]
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -104,6 +109,8 @@ class BatchLoader:
                   self.start + b * self.block_rows + self._block_len(b)) for b in blocks]
         arrays = [np.concatenate([arr[a:e] for a, e in spans])
                   for arr in (ds.dense, ds.ids, ds.labels)]
+        if self._bags:             # global row numbers, to gather the bags batch by batch
+            arrays.append(np.concatenate([np.arange(a, e, dtype=np.int64) for a, e in spans]))
         self._check_ids(arrays[1], spans)
         if self.shuffle:
             perm = np.random.default_rng([self.seed, epoch, 1, w]).permutation(len(arrays[2]))
@@ -154,18 +161,52 @@ class BatchLoader:
                 i += take
                 if have == bsz or (i == hi and we >= stop):
                     self.position += 1
-                    yield _to_batch(pending)
+                    yield self._to_batch(pending)
                     pending, have = [], 0
             ws = we
         if self.position >= nbatches:
             self.epoch, self.position = epoch + 1, 0
 
+    def _to_batch(self, pieces: list[tuple[np.ndarray, ...]]) -> Batch:
+        if len(pieces) == 1:
+            arrays = pieces[0]
+        else:
+            arrays = tuple(np.concatenate(p) for p in zip(*pieces))
+        dense, ids, labels = arrays[:3]
+        bags = self._gather_bags(arrays[3]) if self._bags else None
+        return Batch(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
+                     torch.from_numpy(ids.astype(np.int64)),
+                     torch.from_numpy(labels.astype(np.float32)), bags)
 
-def _to_batch(pieces: list[tuple[np.ndarray, ...]]) -> Batch:
-    if len(pieces) == 1:
-        dense, ids, labels = pieces[0]
-    else:
-        dense, ids, labels = (np.concatenate(p) for p in zip(*pieces))
-    return Batch(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
-                 torch.from_numpy(ids.astype(np.int64)),
-                 torch.from_numpy(labels.astype(np.float32)))
+    def _gather_bags(self, rows: np.ndarray) -> Jagged:
+        """The bags of ``rows`` (global row numbers) as one Jagged, bag order b*Fm + f."""
+        b, fm = len(rows), len(self._bags)
+        starts = np.empty((b, fm), dtype=np.int64)
+        lens = np.empty((b, fm), dtype=np.int64)
+        for f, (name, _) in enumerate(self._bags):
+            offs = self.dataset.bags[name][1]
+            starts[:, f] = offs[rows]
+            lens[:, f] = offs[rows + 1] - starts[:, f]
+        out_off = np.zeros(b * fm + 1, dtype=np.int64)
+        np.cumsum(lens.reshape(-1), out=out_off[1:])
+        values = np.empty(int(out_off[-1]), dtype=np.int64)
+        dst_start = out_off[:-1].reshape(b, fm)
+        for f, (name, card) in enumerate(self._bags):
+            n = lens[:, f]
+            total = int(n.sum())
+            if not total:
+                continue
+            excl = np.cumsum(n) - n
+            step = np.arange(total, dtype=np.int64)
+            src = np.repeat(starts[:, f] - excl, n) + step
+            got = self.dataset.bags[name][0][src]
+            if got.min() < 0 or got.max() >= card:
+                k = int(np.flatnonzero((got < 0) | (got >= card))[0])
+                row = int(rows[int(np.searchsorted(excl, k, side="right")) - 1])
+                raise DatasetError(
+                    f"{self.dataset.path / bag_files(name)[0]}: row {row}, bag feature "
+                    f"{name!r}: id {int(got[k])} is out of range 0..{card - 1} (the cardinality "
+                    f"in {self.dataset.path / 'manifest.json'}); prepare the dataset again")
+            values[np.repeat(dst_start[:, f] - excl, n) + step] = got
+        return Jagged(torch.from_numpy(values), torch.from_numpy(out_off),
+                      tuple(n for n, _ in self._bags))
