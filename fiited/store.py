@@ -27,6 +27,7 @@ from fiited.index import TableIndex, table_kinds
 from fiited.keyed import keyed_hash, keyed_init, table_key
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
+from fiited.utility import move_rows
 
 INITS = ("zero", "random")
 EVENT_BLOCK = 1 << 16       # entries per block of an event / report pass (bounded temporaries)
@@ -264,11 +265,7 @@ class ChunkStore(nn.Module):
         keep = self.index.hashed.keys >= 0
         keep[gone - D] = False
         old, new = self.index.hashed.rebuild(keep, self.table_of_rows)
-        part = self.addr[D:]
-        moved = torch.full_like(part, -1)
-        moved[new] = part[old]
-        part.copy_(moved)
-        del moved
+        move_rows(self.addr[D:], old, new, -1)
         return old.add_(D), new.add_(D)
 
     def _recount(self) -> None:

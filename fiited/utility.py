@@ -25,6 +25,15 @@ UTILITIES = ("freq", "grad", "freq_grad")
 DECAY_MODES = ("step", "event")
 
 
+def move_rows(table: torch.Tensor, old: torch.Tensor, new: torch.Tensor, fill) -> None:
+    """In place: row new[i] of ``table`` gets old row old[i], every other row ``fill``; one
+    column at a time, so the temporary is one column, not a copy of the table."""
+    for k in range(table.shape[1]):
+        col = torch.full((table.shape[0],), fill, dtype=table.dtype, device=table.device)
+        col[new] = table[old, k]
+        table[:, k] = col
+
+
 class ChunkUtility(nn.Module):
     """Utilities of every chunk of every entry (virtual row, or hashed slot), [E, K] float32."""
 
@@ -102,10 +111,7 @@ class ChunkUtility(nn.Module):
         """Entries ``old`` now live at ``new`` (a hash table from entry ``start`` on was
         rebuilt); its other entries are gone."""
         lo = int(start)
-        part = self.util[lo:]
-        moved = torch.zeros_like(part)
-        moved[new - lo] = part[old - lo]
-        part.copy_(moved)
+        move_rows(self.util[lo:], old - lo, new - lo, 0.0)
 
     def get_extra_state(self) -> dict:
         return {"t": self.t, "t0": self.t0, "renormalisations": self.renormalisations}
