@@ -142,10 +142,6 @@ class EmbeddingMethod(nn.Module):
         return uniform_bytes([t.num_rows for t in self.tables], self.dim,
                              self.optim.state_floats_per_row)
 
-    def table_of_global_rows(self) -> torch.Tensor:
-        """Table index of every global row (O(rows); for events and reports, not hot paths)."""
-        return torch.repeat_interleave(torch.arange(self.num_features), self.num_rows.cpu())
-
 
 INIT_BLOCK_ROWS = 1 << 16
 
