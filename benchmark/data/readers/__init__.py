@@ -23,6 +23,7 @@ DATASETS: dict[str, type[Source]] = {
 }
 # options that only some datasets read; passing one elsewhere is an error, not a silent no-op
 ONLY_FOR = {"counts": ("kdd12",), "genres": ("movielens",), "genre_slots": ("movielens",),
+           "history": ("movielens",),
             "positive_rating": ("movielens",), "layout": ("movielens",)}
 
 

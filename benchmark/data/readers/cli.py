@@ -53,8 +53,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--counts", choices=("expand", "weights", "clicked"), default=None,
                    help="kdd12: one row per impression (default), weighted rows, or label = "
                         "any click")
-    p.add_argument("--genres", choices=("multi", "first"), default=None,
-                   help="movielens: genre slots (default) or the first genre")
+    p.add_argument("--genres", choices=("multi", "first", "bag"), default=None,
+                   help="movielens: genre slots (default), the first genre, or one bag "
+                        "feature over the genre vocabulary")
+    p.add_argument("--history", type=int, default=None, metavar="H",
+                   help="movielens: add a bag of the user's last H items rated before the "
+                        "row, from training rows only (0/unset: none; 20 is a usual H)")
     p.add_argument("--genre-slots", type=int, default=None, metavar="S",
                    help="movielens multi: slots (default: most genres of any movie)")
     p.add_argument("--positive-rating", type=float, default=None, metavar="R",
@@ -86,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
         max_ind_range=args.max_ind_range, min_count=args.min_count,
         on_bad_lines=args.on_bad_lines, split=args.split, fractions=args.fractions,
         seed=args.seed, counts=args.counts, genres=args.genres, genre_slots=args.genre_slots,
+        history=args.history,
         positive_rating=args.positive_rating, layout=args.layout, id_dtype=args.id_dtype,
         block_bytes=int(args.block_mb * (1 << 20)), overwrite=args.overwrite)
 

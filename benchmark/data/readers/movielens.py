@@ -14,6 +14,15 @@ Genres (``--genres``):
   genres sums the slots and masks id 0; one that treats slots as separate tables still sees
   every genre. Movies with more than S genres lose the rest (counted in stats).
 - ``first``: one ``genre`` feature, the movie's first listed genre (ids in first-seen order).
+- ``bag``: one bag (multi-hot) feature ``genres``, a movie's whole genre set over the genre
+  vocabulary (ids 0..G-1 in order of first appearance in the item table; no padding id, a
+  movie without genres has an empty bag); pooling mean.
+
+History (``--history H``, default none): a bag feature ``history`` of the last H items (ids of
+the ``item_id`` table, oldest first) the user rated strictly before this row's timestamp, taken
+from TRAINING rows only, so no validation or test row is in any row's history (it is built after
+the split; a row's own rating is never in it). Pooling mean. Both bags need every method to take
+bag features (``forward(ids, bags)``).
 
 Split: ``random`` (default; seeded shuffle) or ``time`` (sorted by timestamp), 8:1:1.
 Ratings are streamed; side tables (at most tens of thousands of lines) are read whole.
@@ -29,6 +38,7 @@ from typing import Iterator
 import numpy as np
 
 from benchmark.data.readers import fields
+from benchmark.data.readers.bags import bags_by_item, history_bags
 from benchmark.data.readers.badlines import BadLineLog, InputError
 from benchmark.data.readers.fields import MISSING_KEY
 from benchmark.data.readers.source import Rows, Source, input_paths
@@ -44,7 +54,7 @@ ML20M_RATINGS = ["userId", "movieId", "rating", "timestamp"]
 ML20M_MOVIES = ["movieId", "title", "genres"]
 ML1M_RATINGS = ["UserID", "", "MovieID", "", "Rating", "", "Timestamp"]   # '::' = ':' + ''
 LAYOUTS = ("auto", "recbole", "ml1m", "ml20m")
-GENRE_MODES = ("multi", "first")
+GENRE_MODES = ("multi", "first", "bag")
 
 
 @dataclass
@@ -215,12 +225,16 @@ class MovieLens(Source):
         if self.genre_mode not in GENRE_MODES:
             raise InputError(f"movielens: --genres {self.genre_mode!r} must be one of "
                              f"{GENRE_MODES}")
+        self.history = int(cfg.history or 0)
+        if self.history < 0:
+            raise InputError(f"movielens: --history {self.history} must be >= 0")
         self.threshold = 4.0 if cfg.positive_rating is None else float(cfg.positive_rating)
         self.name = {"recbole": "ml_100k", "ml1m": "ml_1m", "ml20m": "ml_20m"}[self.layout.name]
         self.side_log = BadLineLog(cfg.on_bad_lines)
         self.users = read_users(self.layout, self.side_log)
         self.items = read_items(self.layout, self.side_log)
         self._genre_table()
+        self.has_bags = self.history > 0 or (self.genre_mode == "bag" and self.items is not None)
         lay = self.layout
         self.feature_names = (["user_id", "item_id"]
                               + (lay.user_features if self.users is not None else [])
@@ -240,6 +254,14 @@ class MovieLens(Source):
         lists = [[names.setdefault(g, len(names) + 1) for g in gs if g] for gs in
                  self.items.genres]
         most = max((len(g) for g in lists), default=0)
+        self.genre_vocab = names
+        if self.genre_mode == "bag":
+            if self.cfg.genre_slots is not None:
+                raise InputError("movielens: --genre-slots applies to --genres multi only")
+            lens = np.array([len(g) for g in lists], dtype=np.int64)
+            self.item_bag_offsets = np.concatenate([[0], np.cumsum(lens)])
+            self.item_bag_values = np.array([x - 1 for g in lists for x in g], dtype=np.int64)
+            return
         if self.genre_mode == "first":
             if self.cfg.genre_slots is not None:
                 raise InputError("movielens: --genre-slots applies to --genres multi only")
@@ -283,8 +305,14 @@ class MovieLens(Source):
             lines = fb.lines
             if keep is not None:
                 ids, rating, stamp, lines = ids[keep], rating[keep], stamp[keep], lines[keep]
+            aux = None
+            if self.has_bags:             # the item's side-table row (-1: none), for genres
+                row, ok = (self.items.find(ids[:, 1]) if self.items is not None else
+                           (np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)))
+                aux = np.where(ok, row, -1).astype(np.int64)[:, None]
             yield Rows(0, lines, (rating >= self.threshold).astype(np.uint8),
-                       self._keys(ids, record), time=stamp.astype(np.int64), position=pos)
+                       self._keys(ids, record), time=stamp.astype(np.int64), position=pos,
+                       aux=aux)
 
     def _keys(self, ids: np.ndarray, record: bool) -> np.ndarray:
         cols = [ids[:, 0], ids[:, 1]]
@@ -296,7 +324,7 @@ class MovieLens(Source):
                 self.missing[who] += int((~ok).sum())
             for j in range(table.codes.shape[1]):
                 cols.append(np.where(ok, table.codes[row, j], MISSING_KEY))
-            if who == "item":
+            if who == "item" and self.genre_mode != "bag":
                 g = self.item_genre[row]
                 if g.ndim == 1:
                     cols.append(np.where(ok & (g > 0), g, MISSING_KEY))
@@ -318,6 +346,8 @@ class MovieLens(Source):
         if self.items is not None:
             d["genres"] = {"mode": self.genre_mode,
                            "vocabulary": list(self.genre_vocab)}
+            if self.genre_mode == "bag":
+                d["genres"].update(bag="genres", ids="0..G-1 = vocabulary order", pooling="mean")
             if self.genre_mode == "multi":
                 d["genres"].update(
                     slots=len(self.genre_features), padding_id=0,
@@ -326,7 +356,23 @@ class MovieLens(Source):
                     order="a movie's genres fill slots in listed order; extra ones are cut")
         return d
 
+    def make_bags(self, ids, cards, time, aux, splits):
+        out = []
+        if self.genre_mode == "bag" and self.items is not None:
+            v, o = bags_by_item(aux[:, 0], self.item_bag_offsets, self.item_bag_values)
+            out.append(({"name": "genres", "table": "genres",
+                         "cardinality": max(len(self.genre_vocab), 1), "pooling": "mean"}, v, o))
+        if self.history:
+            col = {n: j for j, n in enumerate(self.feature_names)}
+            v, o = history_bags(np.asarray(ids[:, col["user_id"]]),
+                                np.asarray(ids[:, col["item_id"]]), time, splits["train"],
+                                self.history)
+            out.append(({"name": "history", "table": "item_id",
+                         "cardinality": int(cards[col["item_id"]]), "pooling": "mean"}, v, o))
+        return out
+
     def stats(self):
         return {"ratings_without_user_row": self.missing["user"] if self.users else None,
                 "ratings_without_item_row": self.missing["item"] if self.items else None,
                 "movies_with_genres_cut": self.truncated}
+

@@ -77,9 +77,16 @@ def prepare(source: Source, progress: Progress | None = None) -> PreparedDataset
         weights = (np.lib.format.open_memmap(w.tmp / "weights.npy", mode="w+", dtype=np.float32,
                                              shape=(counted.rows,))
                    if source.has_weights else None)
+        kept = _Kept() if source.has_bags else None
         _write(source, log, plan, counted, w, weights,
-               lambda r, d: progress and progress("write", r, d, total_bytes))
+               lambda r, d: progress and progress("write", r, d, total_bytes), kept)
         _check_unchanged(files, infos)
+        bags = []
+        if kept is not None:
+            for spec, values, offsets in source.make_bags(w.ids, counted.cards, kept.time,
+                                                          kept.aux, splits):
+                w.add_bag(spec["name"], values, offsets)
+                bags.append(spec)
         if weights is not None:
             weights.flush()
             del weights
@@ -105,8 +112,27 @@ def prepare(source: Source, progress: Progress | None = None) -> PreparedDataset
             source={"dataset": cfg.dataset, "inputs": infos, "options": cfg.output_options(),
                     "preprocessing": _preprocessing(cfg, source), "split": plan.describe(),
                     **source.describe()},
-            stats=stats)
+            stats=stats, bags=bags)
         return w.close(manifest)
+
+
+class _Kept:
+    """Per output row: ``Rows.time`` and ``Rows.aux``, for a reader's bags (allocated on the
+    first block, scattered like the ids)."""
+
+    def __init__(self) -> None:
+        self.time: np.ndarray | None = None
+        self.aux: np.ndarray | None = None
+
+    def put(self, n: int, dest: np.ndarray, rows: Rows) -> None:
+        if rows.time is not None:
+            if self.time is None:
+                self.time = np.zeros(n, dtype=np.int64)
+            self.time[dest] = rows.time
+        if rows.aux is not None:
+            if self.aux is None:
+                self.aux = np.zeros((n, rows.aux.shape[1]), dtype=np.int64)
+            self.aux[dest] = rows.aux
 
 
 @dataclass
@@ -146,7 +172,7 @@ def _count(source: Source, log: BadLineLog, plan: SplitPlan, progress) -> _Count
 
 
 def _write(source: Source, log: BadLineLog, plan: SplitPlan, counted: _Counted,
-           w: DatasetWriter, weights, progress) -> None:
+           w: DatasetWriter, weights, progress, kept: _Kept | None = None) -> None:
     """Pass 2: parse again, map values to ids, scatter rows to their split positions."""
     col = {n: j for j, n in enumerate(source.feature_names)}
     row_bytes = (w.ids.itemsize * len(col) + 4 * len(source.dense_names) + 1
@@ -163,6 +189,8 @@ def _write(source: Source, log: BadLineLog, plan: SplitPlan, counted: _Counted,
             raise InputError("the inputs yielded more rows in the second pass than in the "
                              "first; did a file change while preparing?")
         _scatter(w, weights, dest, rows, ids)
+        if kept is not None:
+            kept.put(counted.rows, dest, rows)
         written += len(dest)
         since_release += len(dest) * row_bytes
         if since_release > RELEASE_BYTES:

@@ -27,7 +27,8 @@ class PrepareConfig:
     fractions: tuple[float, float, float] | None = None   # train, val, test for random/time
     seed: int = 0
     counts: str | None = None            # kdd12: expand | weights
-    genres: str | None = None            # movielens: multi | first
+    genres: str | None = None            # movielens: multi | first | bag
+    history: int | None = None           # movielens: a bag of the user's last H train items
     genre_slots: int | None = None       # movielens multi: slots (default: most genres a movie has)
     positive_rating: float | None = None  # movielens: label = rating >= this (default 4)
     layout: str | None = None            # movielens: auto | recbole | ml1m | ml20m
@@ -57,6 +58,8 @@ class PrepareConfig:
         d = asdict(self)
         for k in ("inputs", "out", "block_bytes", "overwrite"):
             d.pop(k)
+        if d["history"] is None:       # options added later stay out of older fingerprints
+            d.pop("history")
         return d
 
 
@@ -71,6 +74,7 @@ class Rows:
     dense: np.ndarray | None = None    # float32 [n, D]
     weights: np.ndarray | None = None  # float32 [n] (KDD12 weights mode)
     time: np.ndarray | None = None     # int64 [n] what a day/time split orders by
+    aux: np.ndarray | None = None      # int64 [n, k] per-row facts a reader's bags are built from
     position: int = 0                  # input bytes consumed so far, over all files
 
 
@@ -100,6 +104,16 @@ class Source:
     def describe(self) -> dict:
         """Reader-specific facts for manifest.source."""
         return {}
+
+    # bag (multi-hot) features: a reader that has them sets ``has_bags`` and builds them once
+    # every row is in place (its ``Rows.time`` and ``Rows.aux`` are kept per output row)
+    has_bags = False
+
+    def make_bags(self, ids: np.ndarray, cards: list[int], time: np.ndarray | None,
+                  aux: np.ndarray | None, splits: dict[str, list[int]]
+                  ) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+        """[(manifest bag entry, values, offsets[num_rows + 1])] over the output rows."""
+        return []
 
     def stats(self) -> dict:
         """Reader-specific counts for manifest.stats (after pass 1)."""
