@@ -13,7 +13,7 @@ from benchmark.data.synthetic.presets import PRESETS
 
 GENERATOR_VERSION = 1
 WIDTH_LAWS = ("popular", "flat", "tail")
-_LATER_KNOBS = {"width_law": "popular"}     # added after version 1: fingerprinted only when set
+_LATER_KNOBS = {"width_law": "popular", "multi_hot_fields": 0, "multi_hot_mean_len": 5.0}     # added after version 1: fingerprinted only when set
 _STREAM_PARAMS, _STREAM_ROWS, _STREAM_DRIFT, _STREAM_LATENT, _STREAM_SCALAR, _STREAM_CAL = range(6)
 _STREAM_WIDTH = 6
 _CAST = {"float": float, "int": int, "str": str}
@@ -42,6 +42,8 @@ class SyntheticConfig:
     calibration_rows: int = 131_072  # sample that sets the part scales and the bias
     width_law: str = "popular"      # popular: widest on popular ids | flat: widths shuffled,
                                     # independent of popularity | tail: widest on the rarest
+    multi_hot_fields: int = 0       # bag (multi-hot) fields added beside the one-hot ones
+    multi_hot_mean_len: float = 5.0  # their mean bag length (Poisson); see synthetic.multihot
 
     def validate(self, where: str = "synthetic") -> None:
         def bad(key: str, msg: str) -> DatasetError:
@@ -76,6 +78,11 @@ class SyntheticConfig:
                 raise bad(key, "must be >= 0")
         if self.calibration_rows < 1000:
             raise bad("calibration_rows", "must be >= 1000")
+        if not 0 <= self.multi_hot_fields <= len(PRESETS[self.preset].feature_names):
+            raise bad("multi_hot_fields", f"must be in 0..{len(PRESETS[self.preset].feature_names)}"
+                                          f" (the preset's one-hot tables)")
+        if not 0 < self.multi_hot_mean_len <= 1000:
+            raise bad("multi_hot_mean_len", "must be in (0, 1000]")
         if self.width_law not in WIDTH_LAWS:
             raise bad("width_law", f"choose one of {', '.join(WIDTH_LAWS)}")
 

@@ -15,6 +15,7 @@ from benchmark.data.format import (DatasetError, DatasetWriter, Manifest, Prepar
 from benchmark.data.synthetic.config import (_STREAM_ROWS, GENERATOR_VERSION, SyntheticConfig,
                                              as_config)
 from benchmark.data.synthetic.laws import DayMaps, build_law, day_starts, split_ranges
+from benchmark.data.synthetic.multihot import BagChunk, bag_sources, finish_bags
 from benchmark.data.synthetic.planted import _entropy, _sigmoid, build_planted
 from benchmark.data.synthetic.presets import PRESETS
 
@@ -60,11 +61,14 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], out: str | os.PathLike,
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.rows, unit="rows", desc=f"synthetic {cfg.preset}")
+    sources = bag_sources(laws, cfg.multi_hot_fields)
+    bag_pieces = []
     with DatasetWriter(out, cfg.rows, nf, nd, "int32", overwrite=overwrite) as writer:
         maps = DayMaps(cfg, laws)
         for c0 in range(0, cfg.rows, chunk):
             c1 = min(cfg.rows, c0 + chunk)
             u_ids, zero_u, normal, u_lab = _block_draws(cfg, c0, c1, nf, nd)
+            bags = BagChunk(cfg, c0, c1, len(sources), BLOCK_ROWS) if sources else None
             ids = np.empty((c1 - c0, nf), np.int32)
             for d in range(cfg.days):
                 a, b = max(c0, starts[d]), min(c1, starts[d + 1])
@@ -73,8 +77,14 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], out: str | os.PathLike,
                 maps.advance_to(d)
                 for f, law in enumerate(laws):
                     ids[a - c0:b - c0, f] = law.sample(u_ids[a - c0:b - c0, f], maps.maps[f])
+                if bags is not None:
+                    bags.sample(a, b, laws, sources, maps)
             dense = model.dense(zero_u, normal)
-            prob = np.clip(_sigmoid(model.logits(dense, ids)), 1e-12, 1 - 1e-12)
+            logit = model.logits(dense, ids)
+            if bags is not None:
+                logit = logit + model.scalar_scale * bags.planted(model, sources)
+                bag_pieces.append(bags.per_field())
+            prob = np.clip(_sigmoid(logit), 1e-12, 1 - 1e-12)
             y = u_lab < prob
             which = np.searchsorted(split_edges, np.arange(c0, c1), side="right")
             ll += np.bincount(which, -np.where(y, np.log(prob), np.log1p(-prob)), minlength=3)
@@ -106,6 +116,13 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], out: str | os.PathLike,
                         "scalar_scale": model.scalar_scale, "latent_scale": model.latent_scale},
             "seconds": round(time.perf_counter() - t0, 3),
         }
+        bag_specs = []
+        for spec, values, offsets in finish_bags(bag_pieces, laws, sources):
+            writer.add_bag(spec["name"], values, offsets)
+            bag_specs.append(spec)
+        if sources:
+            stats["multi_hot"] = {"source_tables": [p.feature_names[f] for f in sources],
+                                  "mean_len": cfg.multi_hot_mean_len}
         manifest = Manifest(
             name=f"synthetic_{cfg.preset}", num_rows=cfg.rows, feature_names=list(p.feature_names),
             cardinalities=[law.n for law in laws],
@@ -113,7 +130,7 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], out: str | os.PathLike,
             click_rate=train_rate, fingerprint=cfg.fingerprint(),
             source={"generator": "benchmark.data.synthetic", "version": GENERATOR_VERSION,
                     "config": cfg.canonical(), "target_click_rate": p.click_rate},
-            stats=stats)
+            stats=stats, bags=bag_specs)
         return writer.close(manifest)
 
 
