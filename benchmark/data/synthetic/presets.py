@@ -68,5 +68,7 @@ VARIANTS: dict[str, dict] = {
     # a second Avazu-like dataset: another seed, heavier skew, more drift
     "avazu_heavy": {"preset": "avazu", "days": 10, "seed": 1, "zipf_min": 1.1, "zipf_max": 1.5,
                     "drift": 0.15},
+    # Criteo-like with three multi-hot (bag) fields beside the 26 one-hot ones
+    "criteo_multihot": {"preset": "criteo", "multi_hot_fields": 3, "multi_hot_mean_len": 5.0},
 }
 
