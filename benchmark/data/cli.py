@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rows", type=int, default=d.rows, help="total rows (default %(default)s)")
     g.add_argument("--days", type=int, default=d.days, help="pseudo-days (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--multi-hot-fields", type=int, default=d.multi_hot_fields, metavar="M",
+                   help="bag (multi-hot) fields beside the one-hot ones (default %(default)s)")
+    g.add_argument("--multi-hot-mean-len", type=float, default=d.multi_hot_mean_len,
+                   metavar="L", help="their mean bag length (default %(default)s)")
     g.add_argument("--out", required=True, metavar="DIR", help="prepared dataset directory")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     cfg = SyntheticConfig(preset=args.preset, scale=args.scale, rows=args.rows, days=args.days,
-                          seed=args.seed)
+                          seed=args.seed, multi_hot_fields=args.multi_hot_fields,
+                          multi_hot_mean_len=args.multi_hot_mean_len)
     t0 = time.perf_counter()
     ds = generate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
     m, st = ds.manifest, ds.manifest.stats
@@ -92,6 +97,11 @@ def describe(ds: PreparedDataset) -> dict:
            "fingerprint": m.fingerprint, "created": m.created, "click_rate": m.click_rate,
            "num_dense": m.num_dense, "splits": splits,
            "tables": coverage_table(ds, "train") if "train" in m.splits else []}
+    if m.bags and "train" in m.splits:
+        a, b = m.splits["train"]
+        out["bags"] = [dict(spec, mean_len=(float(ds.bags[spec["name"]][1][b] -
+                                                  ds.bags[spec["name"]][1][a]) / max(b - a, 1)))
+                       for spec in m.bags]
     for key in ("bayes_ne", "bayes_ne_val"):
         if key in m.stats:
             out[key] = m.stats[key]
@@ -117,6 +127,9 @@ def _info(args: argparse.Namespace) -> int:
     for t in info["tables"]:
         print(f"  {t['name']:18s} {t['cardinality']:>12,} {t['seen']:>12,} "
               f"{t['top1']:>7.1%} {t['top10']:>7.1%}")
+    for bag in info.get("bags", []):
+        print(f"  bag {bag['name']:14s} {bag['cardinality']:>12,} ids of table {bag['table']!r}, "
+              f"{bag['pooling']} pooling, mean length {bag['mean_len']:.2f} (train)")
     return 0
 
 

@@ -127,6 +127,9 @@ def summary(ds: PreparedDataset) -> str:
         lines.append(f"  {name:5s} {s['rows']:>13,} rows  click rate {rate:.4f}")
     lines.append(f"  features ({len(m.feature_names)}): " + ", ".join(
         f"{n}={c:,}" for n, c in zip(m.feature_names, m.cardinalities)))
+    if m.bags:
+        lines.append(f"  bags ({len(m.bags)}): " + ", ".join(
+            f"{b['name']}={b['cardinality']:,} ({b['pooling']})" for b in m.bags))
     if m.dense_names:
         lines.append(f"  dense: {len(m.dense_names)} (log(x+1))")
     bad = st["bad_lines"]

@@ -63,3 +63,18 @@ def test_bag_effect_is_planted(tmp_path):
                       minlength=len(lens)) / np.sqrt(np.maximum(lens, 1))
     hi = eff > np.median(eff)
     assert ds.labels[hi].mean() > ds.labels[~hi].mean() + 0.01
+
+
+def test_generate_and_info_cli_show_the_bags(tmp_path, capsys):
+    from benchmark.data.cli import main
+    out = tmp_path / "s"
+    assert main(["generate", "--scale", "0.0001", "--rows", "20000", "--days", "4",
+                 "--multi-hot-fields", "2", "--multi-hot-mean-len", "3", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "bag multi_1" in text and "sum pooling, mean length 3.0" in text
+    assert main(["generate", "--multi-hot-fields", "99", "--out", str(tmp_path / "x"),
+                 "--quiet"]) == 2
+    assert "multi_hot_fields=99: must be in 0..26" in capsys.readouterr().err
