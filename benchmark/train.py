@@ -97,7 +97,7 @@ def check_takes_bags(manifest, method_name: str, emb, model_name: str, head) -> 
             raise UserError(
                 f"{what} {name!r} does not take bag (multi-hot) "
                 f"features, and this dataset has {manifest.bag_names}; use a one-hot dataset "
-                f"(e.g. movielens with genres=multi, history=0)")
+                f"(e.g. data=movielens instead of data=movielens_multihot)")
 
 
 @torch.no_grad()
