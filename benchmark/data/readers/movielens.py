@@ -16,7 +16,7 @@ Genres (``--genres``):
 - ``first``: one ``genre`` feature, the movie's first listed genre (ids in first-seen order).
 - ``bag``: one bag (multi-hot) feature ``genres``, a movie's whole genre set over the genre
   vocabulary (ids 0..G-1 in order of first appearance in the item table; no padding id, a
-  movie without genres has an empty bag); pooling mean.
+  movie without genres, or ML-20M's "(no genres listed)", has an empty bag); pooling mean.
 
 History (``--history H``, default none): a bag feature ``history`` of the last H items (ids of
 the ``item_id`` table, oldest first) the user rated strictly before this row's timestamp, taken
@@ -55,6 +55,7 @@ ML20M_MOVIES = ["movieId", "title", "genres"]
 ML1M_RATINGS = ["UserID", "", "MovieID", "", "Rating", "", "Timestamp"]   # '::' = ':' + ''
 LAYOUTS = ("auto", "recbole", "ml1m", "ml20m")
 GENRE_MODES = ("multi", "first", "bag")
+NO_GENRES = "(no genres listed)"         # ML-20M's marker for a movie without genres
 
 
 @dataclass
@@ -251,8 +252,9 @@ class MovieLens(Source):
         if self.items is None:
             return
         names: dict[str, int] = {}
-        lists = [[names.setdefault(g, len(names) + 1) for g in gs if g] for gs in
-                 self.items.genres]
+        skip = {"", NO_GENRES} if self.genre_mode == "bag" else {""}   # bag: ML-20M's marker
+        lists = [[names.setdefault(g, len(names) + 1) for g in gs if g not in skip] for gs in
+                 self.items.genres]                                    # is an empty bag
         most = max((len(g) for g in lists), default=0)
         self.genre_vocab = names
         if self.genre_mode == "bag":
@@ -354,6 +356,10 @@ class MovieLens(Source):
                     ids="shared by all slots: 0 = empty slot, 1..G = vocabulary order "
                         "(first appearance in the item table)",
                     order="a movie's genres fill slots in listed order; extra ones are cut")
+        if self.history:
+            d["history"] = {"bag": "history", "length": self.history, "table": "item_id",
+                            "rule": "the user's last H items rated strictly before the row, "
+                                    "from training rows only (oldest first)", "pooling": "mean"}
         return d
 
     def make_bags(self, ids, cards, time, aux, splits):

@@ -101,3 +101,18 @@ def test_manifest_bag_entries_checked():
         _manifest([BAGS[0], dict(BAGS[1], table="items")]).validate()
     with pytest.raises(DatasetError, match="'row' is named twice"):
         _manifest([dict(BAGS[0], name="row")]).validate()
+
+
+def test_resumed_loader_serves_the_same_bags(ds):
+    full = list(BatchLoader(ds, "train", 100, shuffle=True, seed=5, block_rows=37))
+    ld = BatchLoader(ds, "train", 100, shuffle=True, seed=5, block_rows=37)
+    it = iter(ld)
+    for _ in range(7):
+        next(it)
+    state = ld.state_dict()
+    again = BatchLoader(ds, "train", 100, shuffle=True, seed=5, block_rows=37)
+    again.load_state_dict(state)
+    rest = list(again)
+    assert len(rest) == len(full) - 7
+    for a, b in zip(full[7:], rest):
+        assert a.bags.values.equal(b.bags.values) and a.bags.offsets.equal(b.bags.offsets)

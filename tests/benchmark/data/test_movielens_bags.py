@@ -105,3 +105,27 @@ def test_ml100k_multi_hot_loads_as_jagged(tmp_path):
     lens = j.lengths()
     assert lens[:, 1].max() <= 20 and lens[:, 0].min() >= 0 and int(lens.sum()) == j.values.numel()
     assert isinstance(j.values, torch.Tensor)
+
+
+def test_ml1m_and_ml20m_take_the_same_path(tmp_path):
+    d = tmp_path / "ml-1m"
+    d.mkdir()
+    (d / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n"
+                                   "2::1193::4::978298413\n3::661::1::978297000\n")
+    (d / "movies.dat").write_text("1193::Cuckoo's Nest (1975)::Drama\n"
+                                  "661::Cafe (1996)::Animation|Children's|Musical\n")
+    ds = prep(d, tmp_path / "o1", split="time", genres="bag", history=3,
+              fractions=(0.75, 0.0, 0.25))
+    # time order: (3,661) (2,1193) (1,1193) | test: (1,661); items 1193 -> 0, 661 -> 1;
+    # genres first seen in the item table by movie id: 661's three (0..2), then Drama (3)
+    assert [_bag(ds, "genres", r) for r in range(4)] == [[0, 1, 2], [3], [3], [0, 1, 2]]
+    assert [_bag(ds, "history", r) for r in range(4)] == [[], [], [], [0]]
+    assert ds.manifest.source["history"]["length"] == 3
+    d = tmp_path / "ml-20m"
+    d.mkdir()
+    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3.5,10\n1,30,4.0,20\n")
+    (d / "movies.csv").write_text("movieId,title,genres\n2,Jumanji (1995),Adventure|Children\n"
+                                  "30,Shanghai Triad (1995),(no genres listed)\n")
+    ds = prep(d, tmp_path / "o2", split="time", genres="bag", fractions=(1.0, 0.0, 0.0))
+    assert [_bag(ds, "genres", r) for r in range(2)] == [[0, 1], []]     # marker: empty bag
+    assert ds.manifest.bags[0]["cardinality"] == 2
