@@ -6,7 +6,6 @@ validation, ledger sampling and checkpoints are excluded.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import random
@@ -20,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import checkpoint
+from benchmark.batch_inputs import check_takes_bags, model_inputs
 from benchmark.data.format import DatasetError, PreparedDataset, open_dataset
 from benchmark.data.loader import BatchLoader
 from benchmark.errors import UserError
@@ -78,26 +78,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def model_inputs(batch, device: torch.device) -> tuple:
-    """(dense, ids) or, for a dataset with bag features, (dense, ids, bags) on ``device``."""
-    dense, ids = batch.dense.to(device), batch.ids.to(device)
-    if getattr(batch, "bags", None) is None:
-        return dense, ids
-    return dense, ids, batch.bags.to(device)
-
-
-def check_takes_bags(manifest, method_name: str, emb, model_name: str, head) -> None:
-    """A dataset with bag features needs a method (and head) whose forward takes ``bags``."""
-    if not manifest.bags:
-        return
-    for what, name, mod in (("method", method_name, emb), ("model", model_name, head)):
-        if "bags" not in inspect.signature(mod.forward).parameters:
-            raise UserError(
-                f"{what} {name!r} does not take bag (multi-hot) "
-                f"features, and this dataset has {manifest.bag_names}; use a one-hot dataset "
-                f"(e.g. data=movielens instead of data=movielens_multihot)")
 
 
 @torch.no_grad()

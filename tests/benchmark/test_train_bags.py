@@ -8,7 +8,8 @@ import pytest
 from benchmark.data.format import DatasetWriter, Manifest
 from benchmark.data.loader import BatchLoader
 from benchmark.errors import UserError
-from benchmark.train import Trainer, model_inputs
+from benchmark.batch_inputs import model_inputs
+from benchmark.train import Trainer
 
 N = 600
 
