@@ -65,6 +65,14 @@ class Jagged:
         return Jagged(self.values.to(device, non_blocking=non_blocking),
                       self.offsets.to(device, non_blocking=non_blocking), self.feature_names, w)
 
+    def rows(self, lo: int, hi: int) -> "Jagged":
+        """Rows [lo, hi) of the batch (e.g. one rank's share), no copy of the values."""
+        fm = self.num_features
+        a, b = int(self.offsets[lo * fm]), int(self.offsets[hi * fm])
+        w = None if self.weights is None else self.weights[a:b]
+        return Jagged(self.values[a:b], self.offsets[lo * fm:hi * fm + 1] - a,
+                      self.feature_names, w)
+
     def feature(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One feature's (values, offsets[B+1], weights) as its own jagged column."""
         f = self.feature_names.index(name)

@@ -71,3 +71,13 @@ def test_validation_names_feature_and_bag():
         Jagged(j.values[:-1], j.offsets, j.feature_names).validate()
     with pytest.raises(ValueError, match="weights shape"):
         Jagged(j.values, j.offsets, j.feature_names, torch.ones(2)).validate()
+
+
+def test_rows_slice_is_a_batch_of_those_rows():
+    j = _example()
+    part = j.rows(1, 3)
+    part.validate()
+    assert part.lengths().tolist() == [[0, 3], [1, 2]]
+    assert part.values.tolist() == [2, 3, 9, 0, 5, 6]
+    assert part.weights.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert j.rows(0, 0).values.numel() == 0 and j.rows(0, 0).offsets.tolist() == [0]
