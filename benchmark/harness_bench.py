@@ -126,12 +126,12 @@ def run(data: str, steps: int, batch_size: int, dim: int, lr: float, warmup: int
         batches.append(b)
         if len(batches) == steps + warmup:
             break
-    warmup = fit_warmup(len(batches), steps, warmup, data, batch_size)
     cfg = ModelConfig(dim=dim, bottom_mlp=[64, 32], top_mlp=[128, 64])
     opt = SparseOptimConfig(name="rowwise_adagrad", lr=lr)
     configs = {spec: parse_method(spec) for spec in methods}
     for mcfg in configs.values():  # typos in a spec fail here, before any training
         make_config(mcfg)
+    warmup = fit_warmup(len(batches), steps, warmup, data, batch_size)
     paths: dict[str, _Path] = {}
     torch.manual_seed(seed)
     ours = build_method({"name": "uniform"}, tables, dim, opt, seed=seed)

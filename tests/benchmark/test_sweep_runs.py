@@ -218,3 +218,14 @@ def test_progress_line_counts_and_estimates():
     assert progress_line(["done", "failed"], 4, 20.0) == "[sweep] 2/4 done, 1 failed, eta 20s"
     line = progress_line(["done", "skipped", "reused", "done"], 4, 65.0)
     assert line == "[sweep] 4/4 done, 0 failed, 1 skipped, 1 already finished, took 1m05s"
+
+
+def test_system_metrics_on_request(run_app, tmp_path, smoke_data):
+    run_app("method=uniform", "scale=smoke", smoke_data, "train.system_metrics=true",
+            "train.epochs=8", "train.max_steps=560", "tracking.experiment=sysm", tiny=False)
+    (run,) = _statuses(tmp_path, "sysm")
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    run_app("method=uniform", "scale=smoke", smoke_data, "train.max_steps=20",
+            "tracking.experiment=nosysm", tiny=False)
+    (plain,) = _statuses(tmp_path, "nosysm")
+    assert not [k for k in plain.data.metrics if k.startswith("system/")]
