@@ -18,7 +18,6 @@ exact top-up after the threshold keeps exactly capacity rows either way).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
 
 from fiited.method import Fiited, FiitedConfig
 from fiited.pruning import ScheduleConfig

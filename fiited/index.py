@@ -24,7 +24,6 @@ given; loops run over probe distances or sketch rows, never over ids.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch

@@ -33,7 +33,6 @@ its accumulator is per physical row = per chunk, so at K>1 each chunk has its ow
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional

@@ -24,21 +24,30 @@ pytestmark = pytest.mark.slow
 
 SYNTH = {"preset": "criteo", "scale": 0.0005, "rows": 12000, "days": 3, "seed": 0,
          "calibration_rows": 4000}
-# FIITED whose chunks are all handed out by pruning events (no first-access allocation, zero
-# regrow, stride sampling): what else it does depends on which rank holds a table
-# (init_values.sharding_differences).
+# FIITED and ITEP with their random draws on (first-access and regrow values, random
+# sampling): keyed by (table name, id), so a rank takes the 1-process decisions for its tables.
+# What still couples tables across ranks (a shared pool, a pool sized from the total ledger)
+# is off here (init_values.sharding_differences).
 FIITED_EVENTS = """defaults:
   - fiited
   - _self_
 budget: 0.25
+budget_scope: weights
 num_chunks: 4
 pool: per_table
-first_access_alloc: false
-regrow_init: zero
-sampling: stride
+first_access_alloc: true
+first_access_init: zero
+regrow_init: random
+sampling: random
 schedule:
   warmup: [3, 8, 15]
   interval: 1000
+"""
+ITEP_WEIGHTS = """defaults:
+  - itep
+  - _self_
+budget: 0.25
+budget_scope: weights
 """
 # 24 steps: training amplifies rounding differences (a 1e-7 nudge of one dense weight in a
 # 1-process run grows to ~1e-5 in the metrics by step ~30 here), so runs are kept short.
@@ -46,7 +55,7 @@ COMMON = ["model=dlrm_small", "train=demo", "train.batch_size=250", "train.max_s
           "train.eval_batch_size=1500", "train.warmup_steps=2", "train.log_every=5",
           "train.memory_every=5", "train.progress=false", "tracking=none",
           "summary_table=false"]
-METHODS = ("uniform", "fiited_events")
+METHODS = ("uniform", "fiited_events", "itep_weights")
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +68,7 @@ def world(tmp_path_factory) -> Path:
     lines += [f"  {k}: {v}" for k, v in SYNTH.items()]
     (root / "conf" / "data" / "dist_tiny.yaml").write_text("\n".join(lines) + "\n")
     (root / "conf" / "method" / "fiited_events.yaml").write_text(FIITED_EVENTS)
+    (root / "conf" / "method" / "itep_weights.yaml").write_text(ITEP_WEIGHTS)
     ensure_synthetic(root / "data" / "tiny", SYNTH)
     return root
 
