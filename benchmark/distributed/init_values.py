@@ -75,6 +75,9 @@ def sharding_differences(method: EmbeddingMethod) -> list[str]:
     ledger of a rank's tables. Empty: the sharded run follows the 1-process run."""
     cfg = method.config
     out: list[str] = []
+    if getattr(method, "needs_train_ids", False) and getattr(cfg, "threshold", 1) is None:
+        out.append("freq_filter's threshold T (each rank chooses the T that fits the budget "
+                   "over its own tables; set method.threshold to fix one T for all)")
     if not hasattr(cfg, "first_access_init"):
         return out
     store = getattr(method, "store", None)

@@ -133,6 +133,8 @@ class DistributedTrainer(Trainer):
         method_cfg = OmegaConf.to_container(self.cfg.method, resolve=True)
         local = build_method(method_cfg, [self.tables[f] for f in owned], dim, self.sparse_opt,
                              seed=int(self.cfg.seed))
+        if getattr(local, "needs_train_ids", False):   # freq_filter: count this rank's tables
+            local.prepare(self.train_ids()[:, list(owned)])
         notes = []
         if self.dist_cfg.init_values == "global":
             if not align_initial_values(local, [t.num_rows for t in self.tables], owned):
