@@ -145,7 +145,8 @@ def _check_fiited_shared(ctx) -> dict:
     from fiited.optim import SparseOptimConfig
 
     tables = [TableSpec(f"T{i}", n) for i, n in enumerate([50, 30, 40, 20])]
-    cfg = {"name": "fiited", "budget": 0.1, "num_chunks": 4, "pool": "shared",
+    cfg = {"name": "fiited", "budget": 0.1, "budget_scope": "weights", "index": "direct",
+           "num_chunks": 4, "pool": "shared",
            "first_access_init": "zero", "regrow_init": "zero", "min_sample_rows": 1000,
            "schedule": {"warmup": [2, 4], "interval": 1000}}
     _, _, _, m_single, m_sharded, _ = _sharded_vs_single(
