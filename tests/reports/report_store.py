@@ -46,7 +46,7 @@ class Store:
 def _params(method: str, budget: float, over: dict | None, seed: int, i: int) -> dict:
     p = {"method.name": method, "method.budget": budget, "data.name": "synthetic_criteo",
          "model.dim": D, "train.batch_size": 128, "seed": seed, "data.seed": seed,
-         "hydra.run.dir": f"/tmp/multirun/{i}"}
+         "hydra.run.dir": f"multirun/{i}"}
     if over is not None:
         p.update(FIITED_BASE)
         p.update(over)
