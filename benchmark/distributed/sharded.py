@@ -34,9 +34,10 @@ _REPORT_FIELDS = COMPONENTS + ("uniform_weights", "uniform_total")
 # How event metrics of the ranks combine (keys not listed: equal on all ranks -> kept, else
 # one key per rank; keys only one rank has, e.g. per-table ones, pass through).
 _SUM = ("prune/evicted", "prune/allocated", "prune/wanted_not_allocated", "prune/kept_chunks",
-        "prune/capacity", "prune/free_slots", "prune/first_access_allocs")
+        "prune/capacity", "prune/free_slots", "prune/first_access_allocs", "prune/topped_up",
+        "prune/entries_dropped", "prune/evicted_with_entries", "prune/live_entries")
 _SUM_PREFIX = ("prune/kept_pos",)
-_MAX = ("prune/event_seconds", "prune/events")
+_MAX = ("prune/event_seconds", "prune/events", "prune/max_probe")
 _ROW_MEAN = ("prune/mean_width",)
 _ROW_MEAN_PREFIX = ("prune/kept_frac_pos",)
 

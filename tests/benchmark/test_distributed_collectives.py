@@ -246,7 +246,6 @@ def test_sharded_uniform_trains_exactly_like_one_process(results):
                                          "memory_total": True, "dims": True}
 
 
-@pytest.mark.skip(reason="shared pool sized by the new total-scope budget module differs on 2 ranks; open, see the session note")
 def test_shared_pool_events_use_the_one_process_threshold(results):
     for r in range(WORLD):
         got = results[r]["fiited_shared"]
