@@ -8,7 +8,7 @@ entry read zeros and earn no utility until they get one.
 
 The pool ``[capacity, C]`` and its per-chunk optimizer state are allocated once, at the
 budget. Slots are handed out by a LIFO free stack per *group* (one group per table for
-``pool: per_table``, one for ``pool: shared``); group g owns the slot range
+``pool: per_table``, one for ``pool: shared``; ``fiited.slots``): group g owns the slot range
 ``[group_start[g], group_start[g] + group_cap[g])`` and its stack lives in the same range of
 ``free_stack``, with ``free_top[g]`` free slots on it. One slot is one chunk: no fragmentation.
 
@@ -27,6 +27,7 @@ from fiited.index import TableIndex, table_kinds
 from fiited.keyed import keyed_hash, keyed_init, table_key
 from fiited.memory import tensor_bytes
 from fiited.optim import SparseOptimConfig
+from fiited.slots import initial_stack, pop, push
 from fiited.utility import move_rows
 
 INITS = ("zero", "random")
@@ -56,13 +57,6 @@ def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if table.is_contiguous() and width % 8 == 0 and table.element_size() < 8:
         return table.view(torch.int64).index_select(0, index).view(table.dtype)
     return table.index_select(0, index)
-
-
-def ranks_within_groups(groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For group ids already sorted (stable), each item's rank inside its group and the counts."""
-    counts = torch.bincount(groups, minlength=num_groups)
-    first = torch.cumsum(counts, 0) - counts
-    return torch.arange(groups.numel(), device=groups.device) - first[groups], counts
 
 
 class ChunkStore(nn.Module):
@@ -104,11 +98,7 @@ class ChunkStore(nn.Module):
         self.register_buffer("pool", torch.zeros(capacity, self.chunk_width))
         self.register_buffer("opt_state", torch.full(
             (capacity * optim.state_floats_per_row,), float(optim.initial_accumulator)))
-        # Free stacks: group g's segment holds its slots in reverse, so pops hand out ascending slots.
-        slot = torch.arange(capacity, dtype=torch.int64)
-        g_of_slot = torch.repeat_interleave(torch.arange(self.num_groups), caps)
-        stack = 2 * starts[g_of_slot] + caps[g_of_slot] - 1 - slot
-        self.register_buffer("free_stack", stack.to(torch.int32))
+        self.register_buffer("free_stack", initial_stack(caps, starts))
         self.register_buffer("free_top", caps.clone())
         # Small geometry (non-persistent: derived from the config).
         self.register_buffer("group_start", starts, persistent=False)
@@ -306,33 +296,7 @@ class ChunkStore(nn.Module):
         F, K = self.kept.shape
         self.kept.view(-1).add_(torch.bincount(tables * K + k, minlength=F * K), alpha=sign)
 
-    # ---- slot management -------------------------------------------------------------------
-    def _pop(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Requests in priority order (per group) -> (granted mask, slots of the granted ones)."""
-        order = torch.sort(groups, stable=True).indices
-        g = groups[order]
-        rank, _ = ranks_within_groups(g, self.num_groups)
-        top = self.free_top[g]
-        ok = rank < top
-        pos = self.group_start[g] + top - 1 - rank
-        slots_sorted = self.free_stack[pos[ok]].long()
-        self.free_top.sub_(torch.bincount(g[ok], minlength=self.num_groups))
-        granted = torch.zeros_like(groups, dtype=torch.bool)
-        granted[order[ok]] = True
-        slots = torch.full_like(groups, -1)
-        slots[order[ok]] = slots_sorted
-        return granted, slots[granted]
-
-    def _push(self, slots: torch.Tensor, groups: torch.Tensor) -> None:
-        order = torch.sort(groups, stable=True).indices
-        g = groups[order]
-        rank, counts = ranks_within_groups(g, self.num_groups)
-        pos = self.group_start[g] + self.free_top[g] + rank
-        if bool((self.free_top + counts > self.group_cap).any()):
-            raise RuntimeError("free stack overflow: a slot was pushed twice")
-        self.free_stack[pos] = slots[order].to(torch.int32)
-        self.free_top.add_(counts)
-
+    # ---- slot management (LIFO free stacks: fiited.slots) ----------------------------------
     def init_slots(self, slots: torch.Tensor, flat: torch.Tensor, init: str, seed: int) -> None:
         """Fresh values for chunks ``flat`` in ``slots`` (zeros, or DLRM's bound of the chunk's
         table, keyed by (seed, table, id, position)) and fresh optimizer state."""
@@ -357,7 +321,8 @@ class ChunkStore(nn.Module):
         if flat.numel() == 0:
             return torch.zeros(0, dtype=torch.bool, device=flat.device)
         entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
-        granted, slots = self._pop(self.group_of_entries(entries))
+        granted, slots = pop(self.free_stack, self.free_top, self.group_start,
+                             self.group_of_entries(entries))
         got = flat[granted]
         self.addr.view(-1)[got] = slots.to(torch.int32)
         self.init_slots(slots, got, init, seed)
@@ -376,7 +341,8 @@ class ChunkStore(nn.Module):
             raise RuntimeError("evict() was given an absent chunk")
         cells[flat] = -1
         entries = torch.div(flat, self.num_chunks, rounding_mode="floor")
-        self._push(slots, self.group_of_entries(entries))
+        push(self.free_stack, self.free_top, self.group_start, self.group_cap, slots,
+             self.group_of_entries(entries))
         self._count_chunks(flat, -1)
         self._sync_free()
 
