@@ -45,6 +45,20 @@ def bag_files(name: str) -> tuple[str, str]:
     return f"bag_{name}.values.npy", f"bag_{name}.offsets.npy"
 
 
+def bag_offsets(lens: np.ndarray) -> np.ndarray:
+    """Bag lengths [n] -> int64 offsets [n + 1] (bag r is values[offsets[r]:offsets[r + 1]])."""
+    out = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=out[1:])
+    return out
+
+
+def concat_ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The aranges [starts[i], starts[i] + lens[i]) concatenated, without a loop over i: the
+    positions of bags' values, to gather or scatter them."""
+    excl = np.cumsum(lens) - lens
+    return np.repeat(starts - excl, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+
+
 def _is_dataset_file(name: str) -> bool:
     return name in DATASET_FILES or (name.startswith("bag_") and name.endswith(".npy"))
 

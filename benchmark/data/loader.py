@@ -25,12 +25,13 @@ at a time per loader.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, NoReturn
 
 import numpy as np
 import torch
 
-from benchmark.data.format import DatasetError, PreparedDataset, bag_files
+from benchmark.data.format import (DatasetError, PreparedDataset, bag_files, bag_offsets,
+                                  concat_ranges)
 from fiited.jagged import Jagged
 
 
@@ -67,6 +68,7 @@ class BatchLoader:
         self.position = 0
         self._cards = np.asarray(dataset.manifest.cardinalities, dtype=np.int64)
         self._bags = [(b["name"], int(b["cardinality"])) for b in dataset.manifest.bags]
+        self._checked = np.zeros(math.ceil(self.rows / block_rows), dtype=bool)   # blocks checked
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -111,28 +113,41 @@ class BatchLoader:
                   for arr in (ds.dense, ds.ids, ds.labels)]
         if self._bags:             # global row numbers, to gather the bags batch by batch
             arrays.append(np.concatenate([np.arange(a, e, dtype=np.int64) for a, e in spans]))
-        self._check_ids(arrays[1], spans)
+        at = 0
+        for b, (a, e) in zip(blocks, spans):
+            if not self._checked[b]:
+                self._check_block(arrays[1][at:at + e - a], a, e)
+                self._checked[b] = True
+            at += e - a
         if self.shuffle:
             perm = np.random.default_rng([self.seed, epoch, 1, w]).permutation(len(arrays[2]))
             arrays = [a[perm] for a in arrays]
         return tuple(arrays)
 
-    def _check_ids(self, ids: np.ndarray, spans: list[tuple[int, int]]) -> None:
+    def _check_block(self, ids: np.ndarray, a: int, e: int) -> None:
         """Ids outside a table's 0..cardinality-1 are a broken dataset: name the file, row and
-        feature (one min/max per window, so this costs a pass over ids already read)."""
-        if not len(ids):
-            return
+        feature. Each block once per loader (a min/max over its ids, already read, and over its
+        bags' values, one contiguous slice each), not again every epoch."""
+        m = self.dataset.manifest
         if not ((ids.min(axis=0) >= 0) & (ids.max(axis=0) < self._cards)).all():
-            bad = (ids < 0) | (ids >= self._cards)
-            r, f = (int(x) for x in np.argwhere(bad)[0])
-            starts = np.cumsum([0] + [e - a for a, e in spans])
-            k = int(np.searchsorted(starts, r, side="right")) - 1
-            row = spans[k][0] + r - int(starts[k])
-            name = self.dataset.manifest.feature_names[f]
-            raise DatasetError(
-                f"{self.dataset.path / 'ids.npy'}: row {row}, feature {name!r}: id {int(ids[r, f])} "
-                f"is out of range 0..{int(self._cards[f]) - 1} (the cardinality in "
-                f"{self.dataset.path / 'manifest.json'}); prepare the dataset again")
+            r, f = (int(x) for x in np.argwhere((ids < 0) | (ids >= self._cards))[0])
+            self._out_of_range("ids.npy", a + r, f"feature {m.feature_names[f]!r}",
+                               int(ids[r, f]), int(self._cards[f]))
+        for name, card in self._bags:
+            values, offs = self.dataset.bags[name]
+            lo = int(offs[a])
+            got = values[lo:int(offs[e])]
+            if len(got) and (got.min() < 0 or got.max() >= card):
+                k = int(np.flatnonzero((got < 0) | (got >= card))[0])
+                row = a + int(np.searchsorted(offs[a:e + 1], lo + k, side="right")) - 1
+                self._out_of_range(bag_files(name)[0], row, f"bag feature {name!r}",
+                                   int(got[k]), card)
+
+    def _out_of_range(self, file: str, row: int, what: str, value: int, card: int) -> NoReturn:
+        p = self.dataset.path
+        raise DatasetError(f"{p / file}: row {row}, {what}: id {value} is out of range "
+                           f"0..{card - 1} (the cardinality in {p / 'manifest.json'}); prepare "
+                           f"the dataset again")
 
     def __iter__(self) -> Iterator[Batch]:
         if len(self) == 0:
@@ -187,26 +202,11 @@ class BatchLoader:
             offs = self.dataset.bags[name][1]
             starts[:, f] = offs[rows]
             lens[:, f] = offs[rows + 1] - starts[:, f]
-        out_off = np.zeros(b * fm + 1, dtype=np.int64)
-        np.cumsum(lens.reshape(-1), out=out_off[1:])
+        out_off = bag_offsets(lens.reshape(-1))
         values = np.empty(int(out_off[-1]), dtype=np.int64)
         dst_start = out_off[:-1].reshape(b, fm)
-        for f, (name, card) in enumerate(self._bags):
-            n = lens[:, f]
-            total = int(n.sum())
-            if not total:
-                continue
-            excl = np.cumsum(n) - n
-            step = np.arange(total, dtype=np.int64)
-            src = np.repeat(starts[:, f] - excl, n) + step
-            got = self.dataset.bags[name][0][src]
-            if got.min() < 0 or got.max() >= card:
-                k = int(np.flatnonzero((got < 0) | (got >= card))[0])
-                row = int(rows[int(np.searchsorted(excl, k, side="right")) - 1])
-                raise DatasetError(
-                    f"{self.dataset.path / bag_files(name)[0]}: row {row}, bag feature "
-                    f"{name!r}: id {int(got[k])} is out of range 0..{card - 1} (the cardinality "
-                    f"in {self.dataset.path / 'manifest.json'}); prepare the dataset again")
-            values[np.repeat(dst_start[:, f] - excl, n) + step] = got
+        for f, (name, _) in enumerate(self._bags):      # ids checked when their block was read
+            got = self.dataset.bags[name][0][concat_ranges(starts[:, f], lens[:, f])]
+            values[concat_ranges(dst_start[:, f], lens[:, f])] = got
         return Jagged(torch.from_numpy(values), torch.from_numpy(out_off),
                       tuple(n for n, _ in self._bags))

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenated aranges [starts[i], starts[i] + lens[i]) without a loop over i."""
-    excl = np.cumsum(lens) - lens
-    return np.repeat(starts - excl, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+from benchmark.data.format import bag_offsets, concat_ranges
 
 
 def bags_by_item(item_row: np.ndarray, item_offsets: np.ndarray, item_values: np.ndarray
@@ -17,8 +13,7 @@ def bags_by_item(item_row: np.ndarray, item_offsets: np.ndarray, item_values: np
     ok = item_row >= 0
     r = np.where(ok, item_row, 0)
     lens = np.where(ok, item_offsets[r + 1] - item_offsets[r], 0)
-    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    return item_values[_ranges(item_offsets[r], lens)].astype(np.int32), offsets
+    return item_values[concat_ranges(item_offsets[r], lens)].astype(np.int32), bag_offsets(lens)
 
 
 def history_bags(users: np.ndarray, items: np.ndarray, time: np.ndarray, train: list[int],
@@ -35,5 +30,4 @@ def history_bags(users: np.ndarray, items: np.ndarray, time: np.ndarray, train: 
     end = np.searchsorted(train_key, key, side="left")             # strictly earlier events
     first = np.searchsorted(train_key, users.astype(np.int64) * span, side="left")
     lens = np.minimum(end - first, h)
-    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    return train_items[_ranges(end - lens, lens)].astype(np.int32), offsets
+    return train_items[concat_ranges(end - lens, lens)].astype(np.int32), bag_offsets(lens)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmark.data.format import bag_offsets, concat_ranges
+
 _STREAM_BAGS = 7
 
 
@@ -21,11 +23,6 @@ def bag_sources(laws, fields: int) -> list[int]:
     """The one-hot tables the bag fields imitate: the ``fields`` largest (ties: lower index)."""
     order = sorted(range(len(laws)), key=lambda f: (-laws[f].n, f))
     return order[:fields]
-
-
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    excl = np.cumsum(lens) - lens
-    return np.repeat(starts - excl, lens) + np.arange(int(lens.sum()), dtype=np.int64)
 
 
 class BagChunk:
@@ -42,12 +39,12 @@ class BagChunk:
         self.c0, self.fields = c0, fields
         self.lens = np.concatenate(lens)
         self.u = np.concatenate(us)
-        self.starts = (np.cumsum(self.lens.reshape(-1)) - self.lens.reshape(-1)).reshape(
-            self.lens.shape)
+        self.starts = bag_offsets(self.lens.reshape(-1))[:-1].reshape(self.lens.shape)
         self.ids = np.empty(len(self.u), np.int32)
 
     def _where(self, a: int, b: int, k: int) -> np.ndarray:
-        return _ranges(self.starts[a - self.c0:b - self.c0, k], self.lens[a - self.c0:b - self.c0, k])
+        rows = slice(a - self.c0, b - self.c0)
+        return concat_ranges(self.starts[rows, k], self.lens[rows, k])
 
     def sample(self, a: int, b: int, laws, sources: list[int], maps) -> None:
         """Ids of rows [a, b) (one day: ``maps`` is at that day)."""
@@ -80,7 +77,6 @@ def finish_bags(chunks: list[list[tuple[np.ndarray, np.ndarray]]], laws, sources
     for k, f in enumerate(sources):
         values = np.concatenate([c[k][0] for c in chunks])
         lens = np.concatenate([c[k][1] for c in chunks])
-        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         out.append(({"name": f"multi_{k + 1}", "table": f"multi_{k + 1}",
-                     "cardinality": int(laws[f].n), "pooling": "sum"}, values, offsets))
+                     "cardinality": int(laws[f].n), "pooling": "sum"}, values, bag_offsets(lens)))
     return out
