@@ -31,6 +31,8 @@ from torch import nn
 
 from fiited.kernels.cpu import hash_find
 from fiited.keyed import keyed_hash
+from fiited.memory import tensor_bytes
+from fiited.slots import ranks_within_groups
 
 INDEXES = ("direct", "hashed", "auto")
 AUTO_DIRECT_MAX_ROWS = 1 << 20     # index=auto: tables above this many rows are hashed
@@ -211,9 +213,7 @@ class HashedIndex(nn.Module):
         order = order[torch.sort(prio[order], descending=True, stable=True).indices]
         order = order[torch.sort(tables[cand][order], stable=True).indices]
         t = tables[cand][order]
-        first = torch.cumsum(torch.bincount(t, minlength=room.numel()), 0) \
-            - torch.bincount(t, minlength=room.numel())
-        rank = torch.arange(t.numel(), device=t.device) - first.index_select(0, t)
+        rank, _ = ranks_within_groups(t, room.numel())
         return cand[order[rank < room.index_select(0, t)]]
 
     def weakest(self, bar: torch.Tensor, tables: torch.Tensor, ids: torch.Tensor,
@@ -232,6 +232,22 @@ class HashedIndex(nn.Module):
         self.sketch.mul_(0.5)
 
     # ---- rebuild ------------------------------------------------------------------------------
+    def recount(self, tables_of_rows, block: int = 1 << 16) -> None:
+        """Live entries per table and the longest probe distance, from the keys (after a
+        load), ``block`` slots at a time."""
+        live = torch.zeros_like(self.live_per_table)
+        probe = 0
+        for a in range(0, self.num_entries, block):
+            rows = self.keys[a:a + block].long()
+            slots = (rows >= 0).nonzero().squeeze(1)
+            rows = rows[slots]
+            live += torch.bincount(tables_of_rows(rows), minlength=live.numel())
+            if slots.numel():
+                probe = max(probe, int(((slots + a - self.home(rows)) % self.num_entries).max()))
+        self.live_per_table.copy_(live)
+        self.live = int(live.sum())
+        self.max_probe = probe
+
     def rebuild(self, keep: torch.Tensor, tables_of_rows,
                 block: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep the slots where ``keep`` and re-insert them into a fresh table, ``block``
@@ -272,7 +288,7 @@ class TableIndex(nn.Module):
         self.direct = DirectIndex(table_rows, is_direct)
         self.D = self.direct.num_entries
         self.identity = bool(is_direct.all())          # entry = row
-        if bool(is_direct.all()):
+        if self.identity:
             self.hashed = None
         else:
             cap = torch.tensor([int(c) for c in live_cap], dtype=torch.int64)
@@ -289,7 +305,6 @@ class TableIndex(nn.Module):
         return torch.searchsorted(self.table_ends, rows, right=True)
 
     def bytes(self) -> int:
-        from fiited.memory import tensor_bytes
         h = self.hashed
         return tensor_bytes(self.is_direct, self.table_ends, self.table_starts, self.table_key,
                             self.direct.base,

@@ -168,7 +168,7 @@ class ChunkStore(nn.Module):
         return self.index.live_counts(self.table_rows)
 
     def table_of_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch.searchsorted(self.table_ends, rows, right=True)
+        return self.index.table_of_rows(rows)
 
     def rows_of_entries(self, entries: torch.Tensor | None = None) -> torch.Tensor:
         """Virtual row of each entry (-1 for an empty hashed slot); all entries if None."""
@@ -260,33 +260,18 @@ class ChunkStore(nn.Module):
 
     def _recount(self) -> None:
         """Counts derived from the entries (after loading a state), in bounded blocks: kept
-        chunks per (table, position); hashed: live entries per table, longest probe."""
+        chunks per (table, position); the hash table's own counts (``HashedIndex.recount``)."""
         F, K = self.table_rows.numel(), self.num_chunks
         kept = torch.zeros(F * K, dtype=torch.int64, device=self.addr.device)
-        h = self.index.hashed
-        live = torch.zeros(F, dtype=torch.int64, device=self.addr.device)
-        probe = 0
         pos = torch.arange(K, device=self.addr.device)
         for a, b in blocks(self.num_entries):
-            rows, tables = self.entry_range(a, b)
-            ok = tables >= 0
-            cells = (self.addr[a:b] >= 0) & ok.unsqueeze(1)
+            _, tables = self.entry_range(a, b)
+            cells = (self.addr[a:b] >= 0) & (tables >= 0).unsqueeze(1)
             kept += torch.bincount((tables.clamp_min(0).unsqueeze(1) * K + pos)[cells],
                                    minlength=F * K)
-            if h is not None and b > self.index.D:
-                lo = max(a, self.index.D)
-                hr, ht = rows[lo - a:], tables[lo - a:]
-                hok = ht >= 0
-                live += torch.bincount(ht[hok], minlength=F)
-                slots = torch.arange(lo, b, device=rows.device)[hok] - self.index.D
-                disp = (slots - h.home(hr[hok])) % h.num_entries
-                if disp.numel():
-                    probe = max(probe, int(disp.max()))
         self.kept.copy_(kept.view(F, K))
-        if h is not None:
-            h.live_per_table.copy_(live)
-            h.live = int(live.sum())
-            h.max_probe = probe
+        if self.index.hashed is not None:
+            self.index.hashed.recount(self.table_of_rows, EVENT_BLOCK)
 
     def _count_chunks(self, flat: torch.Tensor, sign: int) -> None:
         """kept[table, k] += sign for each chunk in ``flat`` (O(chunks changed))."""
@@ -376,7 +361,7 @@ class ChunkStore(nn.Module):
         F, K = self.table_rows.numel(), self.num_chunks
         out = torch.zeros(F * (K + 1), dtype=torch.int64, device=self.addr.device)
         for a, b in blocks(self.num_entries):
-            tables = self.table_of_entries(torch.arange(a, b, device=self.addr.device))
+            _, tables = self.entry_range(a, b)
             live = tables >= 0
             chunks = (self.addr[a:b][live] >= 0).sum(1)
             out += torch.bincount(tables[live] * (K + 1) + chunks, minlength=F * (K + 1))
