@@ -12,13 +12,9 @@ import torch
 
 from fiited.kernels import cpu_native
 from fiited.kernels.reference import (apply_update, bag_of, bag_scale, bag_shares, check_bags,
-                                     check_shapes, pool_bags)
+                                     check_grad, check_shapes, check_state, out_of_range,
+                                     pool_bags)
 from fiited.optim import SparseOptimConfig
-
-
-def _out_of_range(flat: torch.Tensor, index: int, num_rows: int) -> ValueError:
-    return ValueError(f"rows[{index}] = {int(flat[index])} is out of range for a pool of "
-                      f"{num_rows} rows")
 
 
 def _native_ok(pool: torch.Tensor, *tensors: torch.Tensor) -> bool:
@@ -29,7 +25,7 @@ def _native_ok(pool: torch.Tensor, *tensors: torch.Tensor) -> bool:
 
 def _check_rows(flat: torch.Tensor, num_rows: int) -> None:
     if flat.numel() and int(flat.max()) >= num_rows:
-        raise _out_of_range(flat, int(torch.nonzero(flat >= num_rows)[0, 0]), num_rows)
+        raise out_of_range(flat, int(torch.nonzero(flat >= num_rows)[0, 0]), num_rows)
 
 
 def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -47,7 +43,7 @@ def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
                                 int(flat.dtype == torch.int64), flat.numel(), out.data_ptr(),
                                 torch.get_num_threads())
         if bad >= 0:
-            raise _out_of_range(flat, bad, p)
+            raise out_of_range(flat, bad, p)
         return out
     _check_rows(flat, p)
     present = flat >= 0
@@ -71,12 +67,8 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     check_shapes(pool, rows)
     n, k = rows.shape
     p, c = pool.shape
-    if grad.shape != (n, k * c):
-        raise ValueError(f"grad must be [{n}, {k * c}], got {tuple(grad.shape)}")
-    adagrad = opt.name == "rowwise_adagrad"
-    if adagrad and (state.shape != (p,) or state.dtype != torch.float32):
-        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
-                         f"{state.dtype} {tuple(state.shape)}")
+    check_grad(grad, n, k * c)
+    adagrad = check_state(state, opt, p)
     m = n * k
     if m == 0 or c == 0:
         return torch.zeros(n, k, dtype=torch.float32)
@@ -89,7 +81,7 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
                                  grad.data_ptr(), norms.data_ptr(), int(adagrad),
                                  float(opt.lr), float(opt.eps), torch.get_num_threads())
         if code >= 0:
-            raise _out_of_range(flat, code, p)
+            raise out_of_range(flat, code, p)
         if code == -1:
             return norms
     return _torch_update(pool, state, flat, grad.reshape(m, c), opt, (n, k))
@@ -103,7 +95,7 @@ def _torch_update(pool, state, flat, grad, opt, shape) -> torch.Tensor:
     if n_absent == m:
         return norms
     if int(keys[-1]) >= pool.shape[0]:
-        raise _out_of_range(flat, int(perm[-1]), pool.shape[0])
+        raise out_of_range(flat, int(perm[-1]), pool.shape[0])
     keys, perm = keys[n_absent:], perm[n_absent:]
     first = torch.ones(keys.numel(), dtype=torch.bool)
     torch.ne(keys[1:], keys[:-1], out=first[1:])
@@ -125,8 +117,7 @@ def _torch_update(pool, state, flat, grad, opt, shape) -> torch.Tensor:
 def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
                weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
     """Pooled lookup [B, K*C] (contract in ``reference.py``): one native pass over the bags."""
-    check_shapes(pool, rows)
-    check_bags(rows, offsets, weights, mode)
+    check_bags(pool, rows, offsets, weights, mode)
     n, k = rows.shape
     p, c = pool.shape
     b = offsets.numel() - 1
@@ -142,7 +133,7 @@ def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
             None if w is None else w.data_ptr(), int(mode == "mean"), out.data_ptr(),
             torch.get_num_threads())
         if bad >= 0:
-            raise _out_of_range(flat, bad, p)
+            raise out_of_range(flat, bad, p)
         return out
     return pool_bags(gather(pool, rows), offsets, weights, mode, bag_of(offsets, n))
 
@@ -156,17 +147,10 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
     The native core reads each share straight from ``grad`` [B, K*C]; the torch fallback spreads
     ``grad`` to occurrences first (the reference's arithmetic, so it matches bit for bit).
     """
-    check_shapes(pool, rows)
-    check_bags(rows, offsets, weights, mode)
+    check_bags(pool, rows, offsets, weights, mode, grad)
     n, k = rows.shape
     p, c = pool.shape
-    b = offsets.numel() - 1
-    if grad.shape != (b, k * c):
-        raise ValueError(f"grad must be [{b}, {k * c}], got {tuple(grad.shape)}")
-    adagrad = opt.name == "rowwise_adagrad"
-    if adagrad and (state.shape != (p,) or state.dtype != torch.float32):
-        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
-                         f"{state.dtype} {tuple(state.shape)}")
+    adagrad = check_state(state, opt, p)
     m = n * k
     if m == 0 or c == 0:
         return torch.zeros(n, k, dtype=torch.float32)
@@ -182,7 +166,7 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
             None if scale is None else scale.data_ptr(), grad.data_ptr(), norms.data_ptr(),
             int(adagrad), float(opt.lr), float(opt.eps), torch.get_num_threads())
         if code >= 0:
-            raise _out_of_range(flat, code, p)
+            raise out_of_range(flat, code, p)
         if code == -1:
             return norms
     share = bag_shares(grad, offsets, weights, mode, n)

@@ -19,6 +19,27 @@ def check_shapes(pool: torch.Tensor, rows: torch.Tensor) -> None:
         raise ValueError(f"rows must be int32 or int64, got {rows.dtype}")
 
 
+def check_grad(grad: torch.Tensor, n: int, width: int) -> None:
+    """The gradient of an update: [N, K*C] one-hot, [B, K*C] for bags."""
+    if grad.shape != (n, width):
+        raise ValueError(f"grad must be [{n}, {width}], got {tuple(grad.shape)}")
+
+
+def check_state(state: torch.Tensor, opt: SparseOptimConfig, num_rows: int) -> bool:
+    """Row-wise Adagrad needs one float32 accumulator per pool row; True when it is adagrad."""
+    adagrad = opt.name == "rowwise_adagrad"
+    if adagrad and (state.shape != (num_rows,) or state.dtype != torch.float32):
+        raise ValueError(f"rowwise_adagrad state must be float32 [{num_rows}], got "
+                         f"{state.dtype} {tuple(state.shape)}")
+    return adagrad
+
+
+def out_of_range(flat: torch.Tensor, index: int, num_rows: int) -> ValueError:
+    """The error of the backends that range-check: the first bad row, by its flat index."""
+    return ValueError(f"rows[{index}] = {int(flat[index])} is out of range for a pool of "
+                      f"{num_rows} rows")
+
+
 def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """out[n, k*C:(k+1)*C] = pool[rows[n, k]], or zeros where rows[n, k] == -1."""
     check_shapes(pool, rows)
@@ -77,8 +98,7 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     check_shapes(pool, rows)
     n, k = rows.shape
     c = pool.shape[1]
-    if grad.shape != (n, k * c):
-        raise ValueError(f"grad must be [{n}, {k * c}], got {tuple(grad.shape)}")
+    check_grad(grad, n, k * c)
     norms = chunk_norms(grad, k)
     uniq, summed = coalesce(rows, grad, c)
     apply_update(pool, state, uniq, summed, opt)
@@ -109,9 +129,12 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
 BAG_MODES = ("sum", "mean")
 
 
-def check_bags(rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None,
-               mode: str) -> None:
-    """Name the argument at fault; the data checks (one pass over offsets) are cheap torch ops."""
+def check_bags(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
+               weights: torch.Tensor | None, mode: str, grad: torch.Tensor | None = None) -> None:
+    """Name the argument at fault: pool and rows, the bags, then (an update's) grad [B, K*C].
+
+    The data checks (one pass over offsets) are cheap torch ops."""
+    check_shapes(pool, rows)
     if mode not in BAG_MODES:
         raise ValueError(f"mode must be 'sum' or 'mean', got {mode!r}")
     if offsets.dim() != 1 or offsets.numel() < 1:
@@ -129,6 +152,8 @@ def check_bags(rows: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor 
         raise ValueError(f"offsets must start at 0 and end at {n} (rows), got {[first, last]}")
     if falls:
         raise ValueError("offsets must be non-decreasing")
+    if grad is not None:
+        check_grad(grad, offsets.numel() - 1, rows.shape[1] * pool.shape[1])
 
 
 def bag_of(offsets: torch.Tensor, n: int) -> torch.Tensor:
@@ -163,8 +188,7 @@ def pool_bags(per: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | 
 def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
                weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
     """out[B, K*C]: the pooled lookup of each bag (see the contract above)."""
-    check_shapes(pool, rows)
-    check_bags(rows, offsets, weights, mode)
+    check_bags(pool, rows, offsets, weights, mode)
     return pool_bags(gather(pool, rows), offsets, weights, mode, bag_of(offsets, rows.shape[0]))
 
 
@@ -182,10 +206,6 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
                         weights: torch.Tensor | None = None, mode: str = "sum"
                         ) -> torch.Tensor:
     """Spread grad [B, K*C] to occurrences, then the one-hot update; norms [N, K] of shares."""
-    check_shapes(pool, rows)
-    check_bags(rows, offsets, weights, mode)
-    n, k = rows.shape
-    b, c = offsets.numel() - 1, pool.shape[1]
-    if grad.shape != (b, k * c):
-        raise ValueError(f"grad must be [{b}, {k * c}], got {tuple(grad.shape)}")
-    return backward_update(pool, state, rows, bag_shares(grad, offsets, weights, mode, n), opt)
+    check_bags(pool, rows, offsets, weights, mode, grad)
+    return backward_update(pool, state, rows,
+                           bag_shares(grad, offsets, weights, mode, rows.shape[0]), opt)

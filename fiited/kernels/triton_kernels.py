@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fiited.kernels.reference import bag_of, bag_scale, check_bags, check_shapes
+from fiited.kernels.reference import (bag_of, bag_scale, check_bags, check_grad, check_shapes,
+                                     check_state, out_of_range)
 from fiited.optim import SparseOptimConfig
 
 GATHER_TILE_ELEMS = 4096  # elements of one gather program's [rows, C] tile
@@ -211,9 +212,7 @@ def _finish_kernel(owner_ptr, keys_ptr, head_ptr, tail_ptr, pool_ptr, state_ptr,
 
 def _check_rows(flat: torch.Tensor, max_row: int, num_rows: int) -> None:
     if max_row >= num_rows:
-        bad = int(torch.nonzero(flat >= num_rows)[0, 0])
-        raise ValueError(f"rows[{bad}] = {int(flat[bad])} is out of range for a pool of "
-                         f"{num_rows} rows")
+        raise out_of_range(flat, int(torch.nonzero(flat >= num_rows)[0, 0]), num_rows)
 
 
 def gather(pool: torch.Tensor, rows: torch.Tensor, *, out: torch.Tensor | None = None
@@ -251,14 +250,10 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     check_shapes(pool, rows)
     n, k = rows.shape
     p, c = pool.shape
-    if grad.shape != (n, k * c):
-        raise ValueError(f"grad must be [{n}, {k * c}], got {tuple(grad.shape)}")
+    check_grad(grad, n, k * c)
     if not pool.is_contiguous():
         raise ValueError("pool must be contiguous: the update writes it in place")
-    adagrad = opt.name == "rowwise_adagrad"
-    if adagrad and (state.shape != (p,) or state.dtype != torch.float32):
-        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
-                         f"{state.dtype} {tuple(state.shape)}")
+    check_state(state, opt, p)
     if norms is None:
         norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
     if n * k == 0 or c == 0:
@@ -306,8 +301,7 @@ def _update(pool, state, flat, grad, opt, norms, bag_args) -> torch.Tensor:
 def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
                weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
     """Pooled lookup [B, K*C] (contract in ``reference.py``); sums in a fixed tile order."""
-    check_shapes(pool, rows)
-    check_bags(rows, offsets, weights, mode)
+    check_bags(pool, rows, offsets, weights, mode)
     n, k = rows.shape
     p, c = pool.shape
     b = offsets.numel() - 1
@@ -332,18 +326,12 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
                         ) -> torch.Tensor:
     """The bag update: the one-hot kernels reading each occurrence's share from ``grad``
     [B, K*C] through its bag (no [N, K*C] copy); norms [N, K] of the shares."""
-    check_shapes(pool, rows)
-    check_bags(rows, offsets, weights, mode)
+    check_bags(pool, rows, offsets, weights, mode, grad)
     n, k = rows.shape
     p, c = pool.shape
-    b = offsets.numel() - 1
-    if grad.shape != (b, k * c):
-        raise ValueError(f"grad must be [{b}, {k * c}], got {tuple(grad.shape)}")
     if not pool.is_contiguous():
         raise ValueError("pool must be contiguous: the update writes it in place")
-    if opt.name == "rowwise_adagrad" and (state.shape != (p,) or state.dtype != torch.float32):
-        raise ValueError(f"rowwise_adagrad state must be float32 [{p}], got "
-                         f"{state.dtype} {tuple(state.shape)}")
+    check_state(state, opt, p)
     norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
     if n * k == 0 or c == 0:
         return norms.zero_()
