@@ -5,16 +5,16 @@ gets them, the dense features through the same bottom MLP as in the MLPerf DLRM-
 without dense features x0 is the embeddings alone). Each cross layer computes
 ``x_{l+1} = x0 * (W_l x_l + b_l) + x_l`` with a full-rank W_l [d, d]. ``structure``:
 ``stacked`` (the default here, one of the paper's two structures, chosen for this suite): the
-deep tower (``top_mlp``) runs on the cross output x_L, then a linear logit; ``parallel``: the deep tower runs on x0 beside the
-cross network and the logit reads [x_L, deep(x0)]. The low-rank / mixture-of-experts variant is
-not built.
+deep tower (``top_mlp``) runs on the cross output x_L, then a linear logit; ``parallel``: the
+deep tower runs on x0 beside the cross network and the logit reads [x_L, deep(x0)]. The
+low-rank / mixture-of-experts variant is not built.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from benchmark.model import DLRM, ModelConfig, mlp
+from benchmark.model import DLRM, Head, ModelConfig, mlp
 from fiited.interface import EmbeddingMethod
 
 STRUCTURES = ("stacked", "parallel")
@@ -33,34 +33,23 @@ class CrossLayer(nn.Module):
         return x0 * self.linear(x) + x
 
 
-class DCN(nn.Module):
+class DCN(Head):
     def __init__(self, cfg: ModelConfig, num_dense: int, embeddings: EmbeddingMethod) -> None:
-        super().__init__()
         if cfg.structure not in STRUCTURES:
             raise ValueError(f"model.structure must be 'stacked' or 'parallel', got "
                              f"{cfg.structure!r}")
         if cfg.cross_layers < 0:
             raise ValueError(f"model.cross_layers must be >= 0, got {cfg.cross_layers}")
-        if embeddings.dim != cfg.dim:
-            raise ValueError(f"embedding dim {embeddings.dim} != model.dim {cfg.dim}")
-        self.cfg = cfg
-        self.embeddings = embeddings
-        d, f = cfg.dim, embeddings.num_features
-        self.bottom = mlp([num_dense, *cfg.bottom_mlp, d], final_activation=True) if num_dense else None
-        width = (f + (1 if num_dense else 0)) * d
+        super().__init__(cfg, num_dense, embeddings)
+        width = self.num_vectors * cfg.dim
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cfg.cross_layers))
         self.deep = mlp([width, *cfg.top_mlp], final_activation=True) if cfg.top_mlp else None
         deep_out = cfg.top_mlp[-1] if cfg.top_mlp else width
         logit_in = deep_out + (width if cfg.structure == "parallel" and self.deep else 0)
         self.logit = mlp([logit_in, 1], final_activation=False)
 
-    def dense_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
     def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        emb = self.embeddings(ids)                                   # [B, F, D]
-        parts = [emb] if self.bottom is None else [self.bottom(dense).unsqueeze(1), emb]
-        x0 = torch.cat(parts, dim=1).flatten(1)                      # [B, (F+1)*D]
+        x0 = self.vectors(dense, ids)[0].flatten(1)                  # [B, (F+1)*D]
         x = x0
         for layer in self.cross:
             x = layer(x0, x)
@@ -76,7 +65,7 @@ class DCN(nn.Module):
 HEADS = {"dlrm": DLRM, "dcn": DCN}
 
 
-def build_head(cfg: ModelConfig, num_dense: int, embeddings: EmbeddingMethod) -> nn.Module:
+def build_head(cfg: ModelConfig, num_dense: int, embeddings: EmbeddingMethod) -> Head:
     """The model head named by ``model.name`` over one embedding method."""
     if cfg.name not in HEADS:
         raise ValueError(f"model.name must be one of {sorted(HEADS)}, got {cfg.name!r}")

@@ -40,18 +40,39 @@ def mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DLRM(nn.Module):
+class Head(nn.Module):
+    """What every model head shares: the embedding method as a submodule and the bottom MLP
+    that turns the dense features into one more D-vector beside the F embeddings."""
+
     def __init__(self, cfg: ModelConfig, num_dense: int, embeddings: EmbeddingMethod) -> None:
         super().__init__()
-        if cfg.interaction not in ("dot", "cat"):
-            raise ValueError(f"model.interaction must be 'dot' or 'cat', got {cfg.interaction!r}")
         if embeddings.dim != cfg.dim:
             raise ValueError(f"embedding dim {embeddings.dim} != model.dim {cfg.dim}")
         self.cfg = cfg
         self.embeddings = embeddings
-        d, f = cfg.dim, embeddings.num_features
-        self.bottom = mlp([num_dense, *cfg.bottom_mlp, d], final_activation=True) if num_dense else None
-        n_vec = f + (1 if num_dense else 0)
+        self.bottom = (mlp([num_dense, *cfg.bottom_mlp, cfg.dim], final_activation=True)
+                       if num_dense else None)
+        self.num_vectors = embeddings.num_features + (1 if num_dense else 0)
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def vectors(self, dense: torch.Tensor, ids: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([B, n, D]: bottom(dense), if any, then the embeddings; bottom(dense) [B, D] or None)."""
+        emb = self.embeddings(ids)                                   # [B, F, D]
+        if self.bottom is None:
+            return emb, None
+        x = self.bottom(dense)                                       # [B, D]
+        return torch.cat([x.unsqueeze(1), emb], dim=1), x
+
+
+class DLRM(Head):
+    def __init__(self, cfg: ModelConfig, num_dense: int, embeddings: EmbeddingMethod) -> None:
+        if cfg.interaction not in ("dot", "cat"):
+            raise ValueError(f"model.interaction must be 'dot' or 'cat', got {cfg.interaction!r}")
+        super().__init__(cfg, num_dense, embeddings)
+        d, n_vec = cfg.dim, self.num_vectors
         if cfg.interaction == "dot":
             offset = 0 if cfg.self_interaction else -1
             li, lj = torch.tril_indices(n_vec, n_vec, offset=offset)
@@ -62,17 +83,8 @@ class DLRM(nn.Module):
             top_in = n_vec * d
         self.top = mlp([top_in, *cfg.top_mlp, 1], final_activation=False)
 
-    def dense_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
     def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        emb = self.embeddings(ids)                                   # [B, F, D]
-        vecs = [emb]
-        x = None
-        if self.bottom is not None:
-            x = self.bottom(dense)                                   # [B, D]
-            vecs = [x.unsqueeze(1), emb]
-        t = torch.cat(vecs, dim=1)                                   # [B, n, D]
+        t, x = self.vectors(dense, ids)                              # [B, n, D]
         if self.cfg.interaction == "dot":
             z = torch.bmm(t, t.transpose(1, 2))[:, self.li, self.lj]
             top_in = torch.cat([x, z], dim=1) if x is not None else z
