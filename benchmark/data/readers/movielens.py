@@ -37,6 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
+from benchmark.data.format import bag_offsets
 from benchmark.data.readers import fields
 from benchmark.data.readers.bags import bags_by_item, history_bags
 from benchmark.data.readers.badlines import BadLineLog, InputError
@@ -257,19 +258,15 @@ class MovieLens(Source):
                  self.items.genres]                                    # is an empty bag
         most = max((len(g) for g in lists), default=0)
         self.genre_vocab = names
+        if self.genre_mode != "multi" and self.cfg.genre_slots is not None:
+            raise InputError("movielens: --genre-slots applies to --genres multi only")
         if self.genre_mode == "bag":
-            if self.cfg.genre_slots is not None:
-                raise InputError("movielens: --genre-slots applies to --genres multi only")
-            lens = np.array([len(g) for g in lists], dtype=np.int64)
-            self.item_bag_offsets = np.concatenate([[0], np.cumsum(lens)])
+            self.item_bag_offsets = bag_offsets(np.array([len(g) for g in lists], np.int64))
             self.item_bag_values = np.array([x - 1 for g in lists for x in g], dtype=np.int64)
             return
         if self.genre_mode == "first":
-            if self.cfg.genre_slots is not None:
-                raise InputError("movielens: --genre-slots applies to --genres multi only")
             self.genre_features = ["genre"]
             self.item_genre = np.array([g[0] if g else 0 for g in lists], dtype=np.uint64)
-            self.genre_vocab = names
             return
         slots = max(most, 1) if self.cfg.genre_slots is None else self.cfg.genre_slots
         if slots < 1:
@@ -279,7 +276,6 @@ class MovieLens(Source):
             table[r, :min(len(g), slots)] = g[:slots]
         self.truncated = sum(len(g) > slots for g in lists)
         self.item_genre = table
-        self.genre_vocab = names
         self.genre_features = [f"genre_{k}" for k in range(1, slots + 1)]
         self.fixed_ids = {n: len(names) + 1 for n in self.genre_features}
 
@@ -307,17 +303,16 @@ class MovieLens(Source):
             lines = fb.lines
             if keep is not None:
                 ids, rating, stamp, lines = ids[keep], rating[keep], stamp[keep], lines[keep]
-            aux = None
-            if self.has_bags:             # the item's side-table row (-1: none), for genres
-                row, ok = (self.items.find(ids[:, 1]) if self.items is not None else
-                           (np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)))
-                aux = np.where(ok, row, -1).astype(np.int64)[:, None]
-            yield Rows(0, lines, (rating >= self.threshold).astype(np.uint8),
-                       self._keys(ids, record), time=stamp.astype(np.int64), position=pos,
-                       aux=aux)
+            keys, item_row = self._keys(ids, record)
+            aux = None if item_row is None else item_row[:, None]     # for the genre bags
+            yield Rows(0, lines, (rating >= self.threshold).astype(np.uint8), keys,
+                       time=stamp.astype(np.int64), position=pos, aux=aux)
 
-    def _keys(self, ids: np.ndarray, record: bool) -> np.ndarray:
+    def _keys(self, ids: np.ndarray, record: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows' raw keys and, for the genre bags (else None), each row's item side-table
+        row (-1: none)."""
         cols = [ids[:, 0], ids[:, 1]]
+        item_row = None
         for who, table, col in (("user", self.users, 0), ("item", self.items, 1)):
             if table is None:
                 continue
@@ -326,13 +321,15 @@ class MovieLens(Source):
                 self.missing[who] += int((~ok).sum())
             for j in range(table.codes.shape[1]):
                 cols.append(np.where(ok, table.codes[row, j], MISSING_KEY))
-            if who == "item" and self.genre_mode != "bag":
+            if who == "item" and self.genre_mode == "bag":
+                item_row = np.where(ok, row, -1).astype(np.int64)
+            elif who == "item":
                 g = self.item_genre[row]
                 if g.ndim == 1:
                     cols.append(np.where(ok & (g > 0), g, MISSING_KEY))
                 else:
                     cols.extend(np.where(ok, g[:, k], 0) for k in range(g.shape[1]))
-        return np.stack(cols, axis=1).astype(np.uint64)
+        return np.stack(cols, axis=1).astype(np.uint64), item_row
 
     def split_plan(self):
         split = self.cfg.split or "random"
