@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark.kernel_bench import _without_native, measure, zipf_ids
+from benchmark.kernel_bench import measure, without_native, zipf_ids
 from benchmark.kernel_peers import fbgemm_available, rowwise_adagrad_step
 from fiited.kernels import cpu, cpu_native, reference
 from fiited.optim import SparseOptimConfig
@@ -71,7 +71,7 @@ def _ours(name: str, k: int, ids, offsets, rows_total: int, dim: int, grad, opt,
         mod.bag_backward_update(pool, state, rows, offsets, flat_grad, opt, None, "mean")
     fns = {"lookup": lookup, "update": update}
     if name == "cpu-torch":  # the CPU path with its native core off
-        fns = {op: _without_native(fn) for op, fn in fns.items()}
+        fns = {op: without_native(fn) for op, fn in fns.items()}
     return fns, pool
 
 

@@ -100,7 +100,6 @@ def zipf_ids(n: int, vocab: int, alpha: float, gen: torch.Generator) -> torch.Te
     return (rank.clamp_(0, vocab - 1) * 2654435761) % vocab
 
 
-
 def measure(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list]:
     """Seconds per call for each fn; repeats interleaved across fns, warm-up excluded."""
     for fn in fns.values():
@@ -165,12 +164,13 @@ def ours(impls: list[str], rows: torch.Tensor, pool_rows: int, c: int, n: int, k
             return kernels.backward_update(pool, state, rows, grad, opt)
 
         if impl == "cpu-torch":  # the same calls with the native core switched off
-            lookup, update = _without_native(lookup), _without_native(update)
+            lookup, update = without_native(lookup), without_native(update)
         out[impl] = {"lookup": lookup, "update": update}
     return out
 
 
-def _without_native(fn: Callable) -> Callable:
+def without_native(fn: Callable) -> Callable:
+    """``fn`` run as if the native core had not built (the CPU path's torch fallback)."""
     def run():
         saved = cpu_native._library, cpu_native._tried
         cpu_native._library, cpu_native._tried = None, True
@@ -179,7 +179,6 @@ def _without_native(fn: Callable) -> Callable:
         finally:
             cpu_native._library, cpu_native._tried = saved
     return run
-
 
 
 PEER_KEYS = (("torch", "ratio_vs_torch"), ("torch-sgd", "ratio_vs_torch_sgd"),
