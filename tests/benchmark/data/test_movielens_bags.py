@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from benchmark.data.loader import BatchLoader
-from benchmark.data.readers import InputError, PrepareConfig, prepare_dataset
+from benchmark.data.readers import InputError
 from benchmark.data.readers.bags import history_bags
 from fiited.jagged import Jagged
 
-from test_readers_movielens import ITEMS, USERS, write_recbole
-
-
-def prep(inp, out, **kw):
-    return prepare_dataset(PrepareConfig("movielens", [str(inp)], str(out), **kw))
+from test_readers_movielens import ITEMS, ML1M_RATINGS, USERS, prep, write_dir, write_recbole
 
 
 def _bag(ds, name, r):
@@ -108,12 +104,10 @@ def test_ml100k_multi_hot_loads_as_jagged(tmp_path):
 
 
 def test_ml1m_and_ml20m_take_the_same_path(tmp_path):
-    d = tmp_path / "ml-1m"
-    d.mkdir()
-    (d / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n"
-                                   "2::1193::4::978298413\n3::661::1::978297000\n")
-    (d / "movies.dat").write_text("1193::Cuckoo's Nest (1975)::Drama\n"
-                                  "661::Cafe (1996)::Animation|Children's|Musical\n")
+    d = write_dir(tmp_path / "ml-1m", {
+        "ratings.dat": ML1M_RATINGS,
+        "movies.dat": ("1193::Cuckoo's Nest (1975)::Drama\n"
+                       "661::Cafe (1996)::Animation|Children's|Musical\n")})
     ds = prep(d, tmp_path / "o1", split="time", genres="bag", history=3,
               fractions=(0.75, 0.0, 0.25))
     # time order: (3,661) (2,1193) (1,1193) | test: (1,661); items 1193 -> 0, 661 -> 1;
@@ -121,11 +115,10 @@ def test_ml1m_and_ml20m_take_the_same_path(tmp_path):
     assert [_bag(ds, "genres", r) for r in range(4)] == [[0, 1, 2], [3], [3], [0, 1, 2]]
     assert [_bag(ds, "history", r) for r in range(4)] == [[], [], [], [0]]
     assert ds.manifest.source["history"]["length"] == 3
-    d = tmp_path / "ml-20m"
-    d.mkdir()
-    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3.5,10\n1,30,4.0,20\n")
-    (d / "movies.csv").write_text("movieId,title,genres\n2,Jumanji (1995),Adventure|Children\n"
-                                  "30,Shanghai Triad (1995),(no genres listed)\n")
+    d = write_dir(tmp_path / "ml-20m", {
+        "ratings.csv": "userId,movieId,rating,timestamp\n1,2,3.5,10\n1,30,4.0,20\n",
+        "movies.csv": ("movieId,title,genres\n2,Jumanji (1995),Adventure|Children\n"
+                       "30,Shanghai Triad (1995),(no genres listed)\n")})
     ds = prep(d, tmp_path / "o2", split="time", genres="bag", fractions=(1.0, 0.0, 0.0))
     assert [_bag(ds, "genres", r) for r in range(2)] == [[0, 1], []]     # marker: empty bag
     assert ds.manifest.bags[0]["cardinality"] == 2

@@ -55,6 +55,22 @@ def test_ml100k_time_split_sorts_by_timestamp(ml100k_dir, tmp_path):
     assert ds.manifest.source["split"]["rule"] == "time"
 
 
+def write_dir(d, files):
+    """A dataset directory holding ``files`` (name -> text, or bytes written as they are)."""
+    d.mkdir()
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (d / name).write_bytes(content)
+        else:
+            (d / name).write_text(content)
+    return d
+
+
+# four ML-1M ratings; in time order (3,661) (2,1193) (1,1193) (1,661), labels 0 1 1 0
+ML1M_RATINGS = ("1::1193::5::978300760\n1::661::3::978302109\n"
+                "2::1193::4::978298413\n3::661::1::978297000\n")
+
+
 def write_recbole(d, inter, users, items):
     d.mkdir()
     (d / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -121,15 +137,11 @@ def test_recbole_bad_rating_and_bad_side_line(tmp_path):
 
 
 def test_ml1m_double_colon_layout(tmp_path):
-    d = tmp_path / "ml-1m"
-    d.mkdir()
-    (d / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n"
-                                   "2::1193::4::978298413\n3::661::1::978297000\n")
-    (d / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n"
-                                 "3::M::25::15::55117\n")
-    (d / "movies.dat").write_bytes("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
-                                   "661::Caf\xe9 (1996)::Animation|Children's|Musical\n"
-                                   .encode("latin-1"))
+    d = write_dir(tmp_path / "ml-1m", {
+        "ratings.dat": ML1M_RATINGS,
+        "users.dat": "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n",
+        "movies.dat": ("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+                       "661::Caf\xe9 (1996)::Animation|Children's|Musical\n").encode("latin-1")})
     ds = prep(d, tmp_path / "out", split="time", genres="first")
     m = ds.manifest
     assert m.name == "ml_1m" and m.source["layout"] == "ml1m"
@@ -149,14 +161,12 @@ def test_ml1m_double_colon_layout(tmp_path):
 
 
 def test_ml20m_csv_with_half_stars_and_quoted_titles(tmp_path):
-    d = tmp_path / "ml-20m"
-    d.mkdir()
-    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n"
-                                   "1,29,4.0,1112484676\n2,2,4.5,974820889\n"
-                                   "3,30,0.5,1000000000\n")
-    (d / "movies.csv").write_text('movieId,title,genres\n2,Jumanji (1995),Adventure|Children\n'
-                                  '29,"City of Lost Children, The (1995)",Adventure|Drama|Sci-Fi\n'
-                                  '30,Shanghai Triad (1995),(no genres listed)\n')
+    d = write_dir(tmp_path / "ml-20m", {
+        "ratings.csv": ("userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n"
+                        "1,29,4.0,1112484676\n2,2,4.5,974820889\n3,30,0.5,1000000000\n"),
+        "movies.csv": ('movieId,title,genres\n2,Jumanji (1995),Adventure|Children\n'
+                       '29,"City of Lost Children, The (1995)",Adventure|Drama|Sci-Fi\n'
+                       '30,Shanghai Triad (1995),(no genres listed)\n')})
     ds = prep(d / "ratings.csv", tmp_path / "out", fractions=(0.5, 0.25, 0.25), seed=3)
     m = ds.manifest
     assert m.name == "ml_20m" and m.feature_names == ["user_id", "item_id", "genre_1",
@@ -200,18 +210,14 @@ def test_rating_outside_the_scale_is_a_bad_line_not_a_positive(tmp_path):
     ds = prep(tmp_path / "toy", tmp_path / "out", on_bad_lines="skip")
     assert ds.manifest.num_rows == len(INTER)
     assert ds.manifest.stats["bad_lines"]["by_reason"] == {"rating out of range 1..5": 1}
-    d = tmp_path / "ml-20m"                                  # half stars from 0.5 there
-    d.mkdir()
-    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,0.5,10\n1,3,5.5,11\n")
+    d = write_dir(tmp_path / "ml-20m",                      # half stars from 0.5 there
+                  {"ratings.csv": "userId,movieId,rating,timestamp\n1,2,0.5,10\n1,3,5.5,11\n"})
     with pytest.raises(BadLineError, match=r"ratings.csv:3: rating out of range 0.5..5"):
         prep(d, tmp_path / "out2")
 
 
 def test_ratings_file_is_recognised_by_content_not_name(tmp_path):
-    d = tmp_path / "mine"
-    d.mkdir()
-    (d / "my_ratings.txt").write_text("1::1193::5::978300760\n2::661::3::978302109\n"
-                                      "2::1193::4::978298413\n3::661::1::978297000\n")
+    d = write_dir(tmp_path / "mine", {"my_ratings.txt": ML1M_RATINGS})
     ds = prep(d / "my_ratings.txt", tmp_path / "out", split="time")
     assert ds.manifest.source["layout"] == "ml1m"
     assert ds.labels.tolist() == [0, 1, 1, 0]
