@@ -28,6 +28,7 @@ from typing import List
 
 import torch
 
+from fiited.budget import split_entries
 from fiited.keyed import keyed_uniform, seed32
 from fiited.selection import Margins, TopK
 from fiited.store import ChunkStore, blocks
@@ -208,15 +209,9 @@ def group_capacities(table_rows: list[int], num_chunks: int, policy: PrunePolicy
     if frac is not None:
         return ([min(n * num_chunks, math.floor(frac * n * num_chunks + 1e-9))
                  for n in table_rows], list(range(len(table_rows))))
-    budget_chunks = min(budget_chunks, total)
-    shares = [budget_chunks * n * num_chunks for n in table_rows]     # / total, exactly
-    caps = [s // total for s in shares]
-    # Largest remainders get the chunks that flooring left over, so the sum is exact.
-    left = budget_chunks - sum(caps)
-    by_remainder = sorted(range(len(caps)), key=lambda t: (-(shares[t] % total), t))
-    for t in by_remainder[:left]:
-        caps[t] += 1
-    return caps, list(range(len(table_rows)))
+    # In proportion to the chunks, floors with the largest remainders taking the rest.
+    return (split_entries([n * num_chunks for n in table_rows], budget_chunks),
+            list(range(len(table_rows))))
 
 
 # ---- the event ------------------------------------------------------------------------------
@@ -284,12 +279,12 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     left = (avail - want_n).clamp_min(0)
     rejected = TopK(store, over.tolist(), largest=False)
     topped = TopK(store, left.tolist(), largest=True)
-    if int(over.sum()) or int(left.sum()):
+    if rejected.total or topped.total:
         for a, b in blocks(store.num_entries):
             m = margins.block(a, b)
-            if int(over.sum()):
+            if rejected.total:
                 rejected.add(m, ~m.present & m.keep)
-            if int(left.sum()):
+            if topped.total:
                 topped.add(m, ~m.keep & m.positive)
     rejected_flat, topped_flat = rejected.result(), topped.result()
 
