@@ -185,8 +185,8 @@ class Fiited(EmbeddingMethod):
         if self.store.index.identity and self.store.capacity == self.total_rows * K:
             # Everything fits: start full with uniform's exact initial values.
             gen = torch.Generator().manual_seed(self.seed)
-            per_row = torch.repeat_interleave(self.num_rows, self.num_rows)
-            self.store.fill_all(dlrm_init(self.total_rows, dim, per_row, gen))
+            self.store.fill_all(dlrm_init(self.total_rows, dim, (self.num_rows, self.num_rows),
+                                          gen))
         self.steps = 0
         self.events = 0
         self.first_access_allocs = 0
