@@ -10,7 +10,8 @@ the kept-id index <= budget x uniform's total). ``threshold`` fixes T instead (i
 The counting pass (``prepare``) reads the training split once before training: the harness
 calls it, times it, and the counts stay in the ledger (``utility``) until the first step, so
 the ledger's peak includes them. Kept rows start from uniform's init values of the same ids,
-so at T=1 with every id seen the method trains exactly like uniform.
+so at T=1 with every id seen the method trains exactly like uniform; a table's OOV row is drawn
+keyed by the table's name (``fiited.keyed``), the same on whichever rank the table lives.
 Lookup: a sorted array of kept global ids (the index) and ``searchsorted``.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from baselines.budget import budget_rows
 from fiited.errors import BudgetInfeasible
 from fiited.interface import INIT_BLOCK_ROWS, EmbeddingMethod, MethodConfig
+from fiited.keyed import keyed_init, table_key
 from fiited.kernels import lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
@@ -95,11 +97,12 @@ class FreqFilter(EmbeddingMethod):
         self.register_buffer("oov_row", oov_of)
         rows = n_kept + int(oov_tables.sum())
         pool = torch.empty(rows, self.dim, dtype=torch.float32)
-        pool[:n_kept] = self._uniform_init(keys.long())
-        bound = self.num_rows.double().clamp_min(1).rsqrt().float()
-        gen = torch.Generator().manual_seed(self.seed + 0x00F1_17E5)
-        oov = torch.rand(rows - n_kept, self.dim, generator=gen).mul_(2).sub_(1)
-        pool[n_kept:] = oov * bound[oov_tables].unsqueeze(1)
+        pool[:n_kept] = stream_values(self.seed, self.dim, self.num_rows, keys.long())
+        names = [t.name for t, drops in zip(self.tables, oov_tables.tolist()) if drops]
+        n_oov = self.num_rows[oov_tables]     # the OOV row is drawn as id n_f of its table
+        pool[n_kept:] = keyed_init(self.seed + 0x00F1_17E5,
+                                   torch.tensor([table_key(n) for n in names], dtype=torch.int64),
+                                   n_oov, torch.zeros_like(n_oov), self.dim, n_oov)
         self.register_buffer("pool", pool)
         self.register_buffer("opt_state", torch.full(
             (rows * self.optim.state_floats_per_row,), float(self.optim.initial_accumulator)))
@@ -121,24 +124,17 @@ class FreqFilter(EmbeddingMethod):
         kept = torch.bincount(table[counts >= t], minlength=len(ns))
         return kept, kept < torch.tensor(ns)
 
-    def _uniform_init(self, keys: torch.Tensor) -> torch.Tensor:
-        """Uniform's init values (``init_full_table``: DLRM's, the same generator stream) of the
-        global rows ``keys`` (sorted), drawn block by block: peak = the kept rows + one block."""
-        total = int(self.num_rows.sum())
-        gen = torch.Generator().manual_seed(self.seed)
-        ends = torch.cumsum(self.num_rows, 0)
-        bound = self.num_rows.double().clamp_min(1).rsqrt().float()
-        out = torch.empty(len(keys), self.dim, dtype=torch.float32)
-        for lo in range(0, total, INIT_BLOCK_ROWS):        # blocks, as dlrm_init draws them
-            hi = min(total, lo + INIT_BLOCK_ROWS)
-            block = torch.rand(hi - lo, self.dim, generator=gen, dtype=torch.float32)
-            block.mul_(2).sub_(1)
-            a, b = (int(x) for x in torch.searchsorted(keys, torch.tensor([lo, hi])))
-            if a < b:
-                sel = keys[a:b]
-                table = torch.searchsorted(ends, sel, right=True)
-                out[a:b] = block[sel - lo] * bound[table].unsqueeze(1)
-        return out
+    def align_to(self, table_rows, owned) -> None:
+        """Built for tables ``owned`` of ``table_rows`` (a rank's share): give the kept rows the
+        values of the same ids in a method built for all ``table_rows`` (the 1-process run)."""
+        full_starts = torch.cumsum(torch.as_tensor([0, *table_rows], dtype=torch.int64), 0)
+        keys = self.keys.long()
+        local = torch.searchsorted(torch.cumsum(self.num_rows, 0), keys, right=True)
+        shift = full_starts[torch.as_tensor(list(owned), dtype=torch.int64)] - self.table_offsets
+        full = keys + shift[local]                 # sorted: owned tables are in feature order
+        with torch.no_grad():
+            self.pool[:len(keys)] = stream_values(self.seed, self.dim,
+                                                  torch.as_tensor(list(table_rows)), full)
 
     # ---- the interface -------------------------------------------------------------------
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
@@ -193,6 +189,28 @@ class _Cost:
 
     def cost(self, kept, oov):
         return kept * self.kept + oov * self.oov + self.fixed
+
+
+def stream_values(seed: int, dim: int, num_rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Uniform's init values (``init_full_table``: DLRM's, the same generator stream) over tables
+    of ``num_rows`` rows, of the global rows ``keys`` (sorted), drawn block by block: peak = the
+    kept rows + one block."""
+    total = int(num_rows.sum())
+    gen = torch.Generator().manual_seed(seed)
+    ends = torch.cumsum(num_rows, 0)
+    bound = num_rows.double().clamp_min(1).rsqrt().float()
+    out = torch.empty(len(keys), dim, dtype=torch.float32)
+    last = int(keys[-1]) + 1 if len(keys) else 0
+    for lo in range(0, min(total, last), INIT_BLOCK_ROWS):    # blocks, as dlrm_init draws them
+        hi = min(total, lo + INIT_BLOCK_ROWS)
+        block = torch.rand(hi - lo, dim, generator=gen, dtype=torch.float32)
+        block.mul_(2).sub_(1)
+        a, b = (int(x) for x in torch.searchsorted(keys, torch.tensor([lo, hi])))
+        if a < b:
+            sel = keys[a:b]
+            table = torch.searchsorted(ends, sel, right=True)
+            out[a:b] = block[sel - lo] * bound[table].unsqueeze(1)
+    return out
 
 
 def count_ids(ids, offsets: np.ndarray, total: int) -> np.ndarray:

@@ -7,7 +7,8 @@ table and keeps its own tables' rows: bitwise the 1-process values (torch's CPU 
 stream-consistent: drawing n then m numbers equals drawing n + m).
 
 Knows the methods whose start is one such stream: ``uniform`` and ``post_prune`` (their
-pools), and FIITED-family stores that start full (``fill_all``, i.e. capacity for every chunk). Others keep their own
+pools), ``freq_filter`` (its kept rows: uniform's values of the same ids), and FIITED-family
+stores that start full (``fill_all``, i.e. capacity for every chunk). Others keep their own
 per-rank draws (``align_initial_values`` returns False and the trainer says so). The clean fix
 is per-table generators inside the methods; then this module goes away.
 """
@@ -46,12 +47,16 @@ def align_initial_values(method: EmbeddingMethod, table_rows: Sequence[int],
                          owned: Sequence[int]) -> bool:
     """Overwrite ``method``'s initial values (built for tables ``owned`` of ``table_rows``) with
     the 1-process stream's. Returns False for methods it does not know how to align."""
+    from baselines.freq_filter import FreqFilter
     from baselines.post_prune import PostPrune
     from baselines.uniform import Uniform
 
     if type(method) in (Uniform, PostPrune):  # post_prune is uniform at D until it prunes
         with torch.no_grad():
             method.pool.copy_(stream_rows(method.seed, method.pool.shape[1], table_rows, owned))
+        return True
+    if isinstance(method, FreqFilter):        # after prepare; its OOV rows are keyed by table
+        method.align_to(table_rows, owned)
         return True
     try:
         from fiited.method import Fiited

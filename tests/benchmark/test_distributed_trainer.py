@@ -55,7 +55,15 @@ COMMON = ["model=dlrm_small", "train=demo", "train.batch_size=250", "train.max_s
           "train.eval_batch_size=1500", "train.warmup_steps=2", "train.log_every=5",
           "train.memory_every=5", "train.progress=false", "tracking=none",
           "summary_table=false"]
-METHODS = ("uniform", "fiited_events", "itep_weights")
+# freq_filter counts each rank's tables itself; with T fixed every rank keeps the same ids, and
+# its kept rows are aligned to the 1-process stream (its OOV rows are keyed by table name).
+FREQ_FIXED = """defaults:
+  - freq_filter
+  - _self_
+budget: 1.0
+threshold: 2
+"""
+METHODS = ("uniform", "fiited_events", "itep_weights", "freq_fixed")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +77,7 @@ def world(tmp_path_factory) -> Path:
     (root / "conf" / "data" / "dist_tiny.yaml").write_text("\n".join(lines) + "\n")
     (root / "conf" / "method" / "fiited_events.yaml").write_text(FIITED_EVENTS)
     (root / "conf" / "method" / "itep_weights.yaml").write_text(ITEP_WEIGHTS)
+    (root / "conf" / "method" / "freq_fixed.yaml").write_text(FREQ_FIXED)
     ensure_synthetic(root / "data" / "tiny", SYNTH)
     return root
 
