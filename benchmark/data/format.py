@@ -287,6 +287,16 @@ class DatasetWriter:
         np.save(self.tmp / vf, np.ascontiguousarray(values))
         np.save(self.tmp / of, offsets)
 
+    def add_bags(self, bags: Iterable[tuple[dict[str, Any], np.ndarray, np.ndarray]]
+                 ) -> list[dict[str, Any]]:
+        """``add_bag`` each (manifest bag entry, values, offsets); returns the entries, for the
+        manifest's ``bags``."""
+        specs = []
+        for spec, values, offsets in bags:
+            self.add_bag(spec["name"], values, offsets)
+            specs.append(spec)
+        return specs
+
     def close(self, manifest: Manifest) -> PreparedDataset:
         """Flush, write the manifest last, and rename into place."""
         if manifest.num_rows != self.num_rows:

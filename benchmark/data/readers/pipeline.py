@@ -81,12 +81,8 @@ def prepare(source: Source, progress: Progress | None = None) -> PreparedDataset
         _write(source, log, plan, counted, w, weights,
                lambda r, d: progress and progress("write", r, d, total_bytes), kept)
         _check_unchanged(files, infos)
-        bags = []
-        if kept is not None:
-            for spec, values, offsets in source.make_bags(w.ids, counted.cards, kept.time,
-                                                          kept.aux, splits):
-                w.add_bag(spec["name"], values, offsets)
-                bags.append(spec)
+        bags = (w.add_bags(source.make_bags(w.ids, counted.cards, kept.time, kept.aux, splits))
+                if kept is not None else [])
         if weights is not None:
             weights.flush()
             del weights

@@ -116,10 +116,7 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], out: str | os.PathLike,
                         "scalar_scale": model.scalar_scale, "latent_scale": model.latent_scale},
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        bag_specs = []
-        for spec, values, offsets in finish_bags(bag_pieces, laws, sources):
-            writer.add_bag(spec["name"], values, offsets)
-            bag_specs.append(spec)
+        bag_specs = writer.add_bags(finish_bags(bag_pieces, laws, sources))
         if sources:
             stats["multi_hot"] = {"source_tables": [p.feature_names[f] for f in sources],
                                   "mean_len": cfg.multi_hot_mean_len}
