@@ -18,9 +18,10 @@ to its end moves the loader to (epoch + 1, position 0); a loader saved after the
 before the loop ended (position == len) finishes that epoch on its next iteration, yielding
 nothing. Bag (multi-hot) features, when the dataset has them, come as ``Batch.bags``, a
 ``fiited.jagged.Jagged`` over the batch's rows (gathered by row index with numpy, no loop over
-rows); ``None`` otherwise. ``set_epoch(e)`` starts epoch e from its beginning unless the loader is already in
-epoch e (then it keeps the position, so a resumed trainer calls it harmlessly). One iteration
-at a time per loader.
+rows); ``None`` otherwise. Ids (and bag ids) outside their table are a ``DatasetError`` naming
+the file and row; each block is checked once, when a loader first reads it. ``set_epoch(e)``
+starts epoch e from its beginning unless the loader is already in epoch e (then it keeps the
+position, so a resumed trainer calls it harmlessly). One iteration at a time per loader.
 """
 from __future__ import annotations
 
