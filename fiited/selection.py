@@ -132,8 +132,7 @@ class TopK:
     def _keys(self, flat: torch.Tensor) -> torch.Tensor:
         s = self.store
         if self.per_entry:
-            tables, ids = s.ids_of_rows(s.rows_of_entries(flat))
-            return keyed_hash(0, s.tkey(tables), ids)
+            return s.row_keys(s.rows_of_entries(flat))
         tables, ids, k = s.chunk_keys(flat)
         return keyed_hash(0, s.tkey(tables), ids) * s.num_chunks + k
 
