@@ -96,6 +96,7 @@ def run_tune(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from benchmark.app import run_job
+    from benchmark.job import is_infeasible
 
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
     trials, budget = int(tune["trials"]), float(tune["budget"])
@@ -143,17 +144,6 @@ def run_tune(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
     log.info("tune %s: best val NE %.5f with %s (%d trials) -> %s", name, best.value,
              best.params, len(complete), out)
     return float(best.value)
-
-
-def is_infeasible(e: BaseException | None) -> bool:
-    """The budget cannot exist at this data size (anywhere in the exception's cause chain)."""
-    from fiited.errors import BudgetInfeasible
-
-    while e is not None:
-        if isinstance(e, BudgetInfeasible):
-            return True
-        e = e.__cause__
-    return False
 
 
 def write_best(path: Path, dataset: str, case: str, entry: dict) -> None:
