@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -95,17 +96,28 @@ class StoreGeometry:
     pool_frac: float = 1.0      # expected pool / all chunks (index=auto's cost comparison)
 
     @property
+    def key_bytes(self) -> int:
+        """Bytes of one hash-table key (a global row)."""
+        return 4 if sum(self.table_rows) < 2 ** 31 else 8
+
+    def sketch_bytes(self, live: int) -> int:
+        """The admission sketch of a hashed table with ``live`` entries (at least 16 counters
+        per sketch row; none without a sketch or entries)."""
+        if self.sketch <= 0 or live <= 0:
+            return 0
+        return SKETCH_ROWS * 4 * max(16, math.ceil(live * self.sketch))
+
+    @functools.cached_property
     def kinds(self) -> list[str]:
         """Per table; ``auto``: direct where its entries (8K bytes per row) cost no more than
         the hashed ones at ``pool_frac`` (live = index_entries x pool_frac x rows, slots =
         live / index_load at 8K + key bytes, plus the sketch, at least 16 counters)."""
-        K, key = self.num_chunks, (4 if sum(self.table_rows) < 2 ** 31 else 8)
+        K = self.num_chunks
         cheap = []
         for n in self.table_rows:
             live = min(n, max(1, math.ceil(self.index_entries * self.pool_frac * n)))
-            hashed = (math.ceil(live / self.index_load) * (8 * K + key)
-                      + (SKETCH_ROWS * 4 * max(16, math.ceil(live * self.sketch))
-                         if self.sketch > 0 else 0))
+            hashed = (math.ceil(live / self.index_load) * (8 * K + self.key_bytes)
+                      + self.sketch_bytes(live))
             cheap.append(8 * K * n <= hashed)
         return table_kinds(self.table_rows, self.index, self.auto_rows, cheap)
 
@@ -128,12 +140,9 @@ class StoreGeometry:
         kinds = self.kinds
         direct = sum(n for n, k in zip(self.table_rows, kinds) if k == "direct")
         slots, caps = self.index_sizes(chunks)
-        key = 4 if sum(self.table_rows) < 2 ** 31 else 8
-        sketch = sum(max(16, math.ceil(c * self.sketch)) for c in caps if c > 0) \
-            if self.sketch > 0 else 0
         return (self.fixed_bytes + TableIndex.fixed_bytes(len(kinds), slots > 0)
-                + chunks * self.chunk_bytes + direct * 8 * K + slots * (8 * K + key)
-                + SKETCH_ROWS * 4 * sketch)
+                + chunks * self.chunk_bytes + direct * 8 * K + slots * (8 * K + self.key_bytes)
+                + sum(self.sketch_bytes(c) for c in caps))
 
 
 def store_sizes(geo: StoreGeometry, budget: float, budget_scope: str,
