@@ -9,11 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
+from reports.runs import _client
 
 
 def load_dims(table, run_ids: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:

@@ -17,8 +17,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from reports.data import ReportData
-from reports.palette import fraction, metric_label
-from reports.plotting import (bytes_axis, label, method_lines, method_palette, one_legend,
+from reports.palette import colors, fraction, metric_label
+from reports.plotting import (bytes_axis, label, method_lines, one_legend,
                               panel_title, panels, usual_values)
 from reports.tables import uniform_mean, uniform_runs
 
@@ -117,7 +117,7 @@ def ne_vs_memory(data: ReportData) -> Figure | None:
     runs["memory"] = runs.groupby(data.runs.config_columns, dropna=False)[MEM].transform("mean")
     groups = list(runs.groupby("dataset", dropna=False)) if "dataset" in runs else [(None, runs)]
     fig, axes = panels(len(groups), ncols=2, w=6.0, h=4.4)
-    pal = method_palette(runs["label"])
+    pal = colors(runs["label"])
     for ax, (ds, part) in zip(axes, groups):
         method_lines(part, "memory", ne, pal, ax, errorbar="sd", err_style="bars")
         _uniform_line(ax, data, part, ne)
@@ -139,7 +139,7 @@ def k_ablation(data: ReportData) -> Figure | None:
     metrics = [m for m in (MEM, data.runs.ne_metric, "perf/step_ms_p50") if data.runs.has(m)]
     fig, axes = panels(len(metrics))
     ks = sorted(runs["K"].unique())
-    pal = method_palette(runs["label"])
+    pal = colors(runs["label"])
     for ax, m in zip(axes, metrics):
         method_lines(runs, "K", m, pal, ax, errorbar="sd", err_style="bars")
         ax.set_xscale("log", base=2)
@@ -253,7 +253,7 @@ def throughput_ratio(data: ReportData) -> Figure | None:
     order = sorted(runs["budget"].dropna().unique(), reverse=True)
     fig, axes = panels(1, w=max(5.0, 0.8 * len(order) + 3.5), h=4.0)
     ax = axes[0]
-    sns.barplot(runs, x="budget", y="ratio", hue="label", palette=method_palette(runs["label"]),
+    sns.barplot(runs, x="budget", y="ratio", hue="label", palette=colors(runs["label"]),
                 saturation=1,  # the palette's colours as they are, as in the line figures
                 order=order, errorbar="sd", capsize=0.1, ax=ax)
     ax.set_xticks(range(len(order)), [fraction(b) for b in order])
@@ -281,7 +281,7 @@ def kept_width_hist(data: ReportData) -> Figure | None:
     groups = sorted(per.groupby("budget", dropna=False),
                     key=lambda g: -g[0] if pd.notna(g[0]) else 0)[:MAX_PANELS]
     fig, axes = panels(len(groups), ncols=3, w=4.6, h=3.4)
-    pal = method_palette(per["label"])
+    pal = colors(per["label"])
     widths = sorted(per["width"].unique())
     for ax, (budget, part) in zip(axes, groups):
         sns.barplot(part, x="width", y="fraction", hue="label", palette=pal, order=widths,
@@ -304,7 +304,7 @@ def ne_over_time(data: ReportData) -> Figure | None:
     groups = list(hist.groupby("method", dropna=False, sort=False))[:MAX_PANELS]
     # one y axis for all panels: "which method degrades least" is read across them
     fig, axes = panels(len(groups), sharey=True)
-    pal = method_palette(hist["label"])
+    pal = colors(hist["label"])
     for ax, (method, part) in zip(axes, groups):
         method_lines(part, "step", "value", pal, ax, markersize=3)
         ax.set_ylabel(metric_label("val/ne"))

@@ -14,6 +14,7 @@ from matplotlib.ticker import NullFormatter
 from reports import palette
 from reports.palette import fraction, human_bytes, metric_label
 
+
 def label(frame: pd.DataFrame, cols: Sequence[str], defaults: dict | None = None) -> pd.Series:
     """A readable config name per row: the method bare, then key=value for the budget and for
     every other field that differs from the method's usual value (``defaults``), so that a
@@ -66,11 +67,6 @@ def panels(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.5, sharey: bool 
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
-
-
-def method_palette(labels) -> dict:
-    """Each method's fixed colour (reports/palette.py), shades of it for its variants."""
-    return palette.colors(labels)
 
 
 def method_lines(part: pd.DataFrame, x: str, y: str, pal: dict, ax, **kw) -> None:

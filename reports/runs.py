@@ -209,10 +209,10 @@ def with_reference(table: RunTable, reference: RunTable) -> RunTable:
 def _values(frame: pd.DataFrame, key: str) -> frozenset:
     if key not in frame:
         return frozenset({"(not logged)"})
-    return frozenset(map(_text, frame[key].dropna().unique())) or frozenset({"(empty)"})
+    return frozenset(map(value_text, frame[key].dropna().unique())) or frozenset({"(empty)"})
 
 
-def _text(v) -> str:
+def value_text(v) -> str:
     """1024 and 1024.0 alike: a column with gaps is float even where its values are ints."""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from reports.runs import value_text
+
 UNIFORM = "uniform"
 LEVEL = 0.95
 INTERVAL = "95% Student t interval over seeds of the per-seed (paired) difference"
@@ -53,7 +55,7 @@ def with_variant(runs: pd.DataFrame, variant_cols: Sequence[str] = ()) -> pd.Dat
     for c in variant_cols:
         if c not in out:
             continue
-        text = out[c].map(_text).where(out[c].notna())
+        text = out[c].map(value_text).where(out[c].notna())
         shown = text.notna()
         for method, values in text.groupby(out["method"]):     # a handful of methods
             counts = values.value_counts()
@@ -266,9 +268,3 @@ def fmt_interval(mean: float, lo: float, hi: float, digits: int = 4) -> str:
 def _order(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.sort_values(keys, ascending=[k != "budget" for k in keys],
                              kind="stable").reset_index(drop=True)
-
-
-def _text(v) -> str:
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
