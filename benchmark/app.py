@@ -32,7 +32,7 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
 
     from benchmark.job import describe_run, in_sweep, is_infeasible, open_run
     from benchmark.run_state import install_signal_handlers
-    from benchmark.tracking import flatten, git_commit, resolve_uri
+    from benchmark.tracking import flatten, git_commit, store_location
     from benchmark.train import Trainer
     from fiited.registry import make_config
 
@@ -43,10 +43,7 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
     if cfg.data.get("prepare") and cfg.data.get("synthetic") is not None:
         cfg.data.synthetic = None  # a scale='s synthetic sizes do not apply to real data
     tc = cfg.tracking
-    uri = resolve_uri(tc.uri, launch_dir)
-    artifact_root = tc.artifact_root
-    if artifact_root and "://" not in artifact_root:
-        artifact_root = (launch_dir / artifact_root).resolve().as_uri()
+    uri, artifact_root = store_location(tc, launch_dir)
     rank = int(os.environ.get("RANK", "0")) if cfg.train.distributed else 0
     install_signal_handlers()  # SIGTERM ends the run KILLED, not RUNNING forever
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
@@ -88,14 +85,10 @@ def _backend(device) -> str:
     return backend_name(device)
 
 
-def _default_run_name(cfg: DictConfig) -> str:
-    from benchmark.job import run_name
-
-    return run_name(cfg)
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _main(cfg: DictConfig) -> float:
+    from benchmark.job import is_infeasible, record_skip, run_name
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     launch_dir = Path(hydra.utils.get_original_cwd())
@@ -112,10 +105,8 @@ def _main(cfg: DictConfig) -> float:
             apply_tuned(cfg, hc.runtime.choices, launch_dir)
         summary = run_job(cfg, run_dir, launch_dir)
     except Exception as e:
-        from benchmark.job import is_infeasible, record_skip
-
         if multirun and is_infeasible(e):  # a case that cannot exist at this data size
-            record_skip(run_dir, _default_run_name(cfg), one_line(e))
+            record_skip(run_dir, run_name(cfg), one_line(e))
             return float("nan")
         if not multirun:
             if is_user_error(e) and not _USER_FULL_ERROR:   # before Hydra adds its own lines
@@ -131,11 +122,11 @@ def _main(cfg: DictConfig) -> float:
         stack = "" if is_user_error(e) and not _USER_FULL_ERROR else \
             f"\n{traceback.format_exc()}"
         (run_dir / "error.txt").write_text(f"{line}\n{stack}")
-        log.error("%s failed: %s", _default_run_name(cfg), line)
+        log.error("%s failed: %s", run_name(cfg), line)
         return float("nan")
     if "val/ne" in summary and os.environ.get("RANK", "0") == "0":
         log.info("%s: val NE %.4f, test NE %.4f, embedding total %.0f bytes, %.0f train samples/s "
-                 "(%.0fs)", _default_run_name(cfg), summary["val/ne"], summary["test/ne"],
+                 "(%.0fs)", run_name(cfg), summary["val/ne"], summary["test/ne"],
                  summary["mem/total_bytes"], summary["perf/train_samples_per_s"],
                  time.perf_counter() - t0)
     if "val/ne" not in summary:

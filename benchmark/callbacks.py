@@ -20,17 +20,6 @@ log = logging.getLogger(__name__)
 PROGRESS_FILE = ".progress.json"   # in the sweep dir: total jobs, start time, finished jobs
 
 
-def _store(config: DictConfig) -> tuple[str, str | None]:
-    from benchmark.tracking import resolve_uri
-
-    tc = config.tracking
-    uri = resolve_uri(tc.uri, Path.cwd())
-    root = tc.artifact_root
-    if root and "://" not in root:
-        root = (Path.cwd() / root).resolve().as_uri()
-    return uri, root
-
-
 def count_jobs(config: DictConfig) -> int | None:
     """Jobs the basic sweeper will launch (its params plus the command line), None if unknown."""
     try:
@@ -55,7 +44,7 @@ class PrepareStore(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from benchmark.job import PARENT_ENV
         from benchmark.run_state import mark_lost
-        from benchmark.tracking import Tracker, prepare_store
+        from benchmark.tracking import Tracker, prepare_store, store_location
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +56,7 @@ class PrepareStore(Callback):
             return
         from mlflow import MlflowClient
 
-        uri, root = _store(config)
+        uri, root = store_location(tc, Path.cwd())
         exp_id = prepare_store(uri, tc.experiment, root)
         mark_lost(MlflowClient(tracking_uri=uri), [exp_id])
         overrides = list(config.hydra.overrides.task)

@@ -119,9 +119,7 @@ def why_lost(tags: Mapping[str, str], now: float | None = None,
         return None
     if beat and now - beat > stale_s:
         return f"no heartbeat from {run_host or '?'} for {now - beat:.0f}s"
-    if not beat and not run_host:
-        return None  # made by an older version without the tags: cannot tell
-    return None
+    return None  # alive, or made by an older version without the tags: cannot tell
 
 
 def lost_runs(client, experiment_ids: Iterable[str],

@@ -31,6 +31,15 @@ def resolve_uri(uri: str, base: str | os.PathLike) -> str:
     return uri
 
 
+def store_location(tc, base: str | os.PathLike) -> tuple[str, str | None]:
+    """(tracking URI, artifact root URI or None) of a ``tracking`` config, relative paths
+    resolved against ``base`` (the launch dir)."""
+    root = tc.artifact_root
+    if root and "://" not in root:
+        root = (Path(base) / root).resolve().as_uri()
+    return resolve_uri(tc.uri, base), root
+
+
 def default_artifact_root(uri: str) -> str | None:
     """``mlartifacts/`` beside a sqlite file, so store and artifacts travel together."""
     prefix = "sqlite:///"
