@@ -14,11 +14,12 @@ reads them with ``tuned=FILE`` (``apply_tuned``), which sets them on every run o
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -89,6 +90,19 @@ def storage_url(cfg: DictConfig, launch_dir: Path) -> str:
     return f"sqlite:///{launch_dir / 'optuna.db'}"
 
 
+@contextlib.contextmanager
+def storage_lock(storage: str) -> Iterator[None]:
+    """An exclusive file lock beside a sqlite optuna storage (nothing for other storages)."""
+    if not storage.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(storage[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def run_tune(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
     """Run this job's trials (up to ``tune.trials`` in the study) and write the best values."""
     import optuna
@@ -112,9 +126,10 @@ def run_tune(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
     name = f"{tune.get('study', 'tune')}:{dataset}:{case}:b{budget:g}"
     storage = storage_url(cfg, launch_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=int(tune["seed"])),
-                                load_if_exists=True)
+    with storage_lock(storage):  # parallel jobs' first use of a fresh optuna.db races on its schema
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=int(tune["seed"])),
+                                    load_if_exists=True)
     done = sum(t.state.is_finished() for t in study.trials)
 
     def objective(trial) -> float:

@@ -78,3 +78,24 @@ def test_apply_tuned_sets_values_or_names_what_is_missing(tmp_path):
     assert cfg.method.num_chunks == 2
     with pytest.raises(UserError, match="case 'itep'.*synthetic_criteo/uniform"):
         apply_tuned(cfg, {"total_case": "itep"}, tmp_path)
+
+
+def _create(storage: str, name: str) -> int:
+    from benchmark.tune import storage_lock
+
+    with storage_lock(storage):
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+    return len(study.trials)
+
+
+def test_parallel_first_use_of_a_fresh_optuna_db(tmp_path):
+    """Parallel tune jobs each open a fresh optuna.db: the schema is created once, not raced."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with cf.ProcessPoolExecutor(4, mp_context=mp.get_context("fork")) as pool:
+        got = list(pool.map(_create, [storage] * 4, [f"s{i}" for i in range(4)]))
+    assert got == [0, 0, 0, 0]
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(storage)) == \
+        ["s0", "s1", "s2", "s3"]
