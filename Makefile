@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # torch request pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-fast ui bench bench-memory bench-peers gpu-check clean-outputs
+.PHONY: install demo test test-fast ui bench bench-memory bench-peers install-torchrec gpu-check clean-outputs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench-peers: install
 	$(BIN)/pip install -q fbgemm-gpu-cpu==1.8.0 $(TORCH)
 	$(BIN)/pip install -q --no-deps torchrec==1.8.0
 	THP_MEM_ALLOC_ENABLE=1 $(BIN)/fiited-kernels --json bench-kernels.json
+
+# The TorchRec adapter's extra, then torchrec==1.8.0 with --no-deps: it requires fbgemm-gpu
+# (the CUDA build); fbgemm-gpu-cpu==1.8.0 from the extra is the one that loads with this torch.
+install-torchrec: install
+	$(BIN)/pip install -q -e '.[torchrec]' $(TORCH)
+	$(BIN)/pip install -q --no-deps torchrec==1.8.0
 
 gpu-check:
 	python3 scripts/gpu_check.py --out gpu_check.md
