@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fiited.interface import EmbeddingMethod, MethodConfig
-from fiited.kernels import lookup
+from fiited.kernels import bag_lookup, lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
 
@@ -25,8 +25,8 @@ class UniformConfig(MethodConfig):
 class Uniform(EmbeddingMethod):
     config_class = UniformConfig
 
-    def __init__(self, tables, dim, optim, config, seed=0):
-        super().__init__(tables, dim, optim, config, seed)
+    def __init__(self, tables, dim, optim, config, seed=0, features=None):
+        super().__init__(tables, dim, optim, config, seed, features)
         self.width = max(1, min(dim, round(config.budget * dim)))
         self.init_full_table(self.width)
 
@@ -37,6 +37,15 @@ class Uniform(EmbeddingMethod):
         if self.width < self.dim:
             out = F.pad(out, (0, self.dim - self.width))
         return out.view(b, f, self.dim)
+
+    def embed_bags(self, occ):
+        out = bag_lookup(self.pool, self.opt_state, occ.rows.unsqueeze(1), occ.offsets,
+                         self.optim, occ.weights, occ.mode)
+        return F.pad(out, (0, self.dim - self.width)) if self.width < self.dim else out
+
+    def embed_rows(self, rows):
+        out = lookup(self.pool, self.opt_state, rows.unsqueeze(1), self.optim)
+        return F.pad(out, (0, self.dim - self.width)) if self.width < self.dim else out
 
     def memory(self) -> MemoryReport:
         uw, ut = self.uniform_reference()

@@ -3,13 +3,16 @@
 Methods register on import: ``fiited.method`` (FIITED) and ``baselines``. Both
 are imported lazily by ``fiited.registry`` (fiited must not import baselines at module level).
 """
-from fiited.interface import EmbeddingMethod, MethodConfig, TableSpec
+from fiited.interface import EmbeddingMethod, FeatureSpec, MethodConfig, TableSpec
+from fiited.jagged import Jagged
 from fiited.memory import MemoryReport
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method, method_names, register_method
 
 __all__ = [
     "EmbeddingMethod",
+    "FeatureSpec",
+    "Jagged",
     "MemoryReport",
     "MethodConfig",
     "SparseOptimConfig",

@@ -1,13 +1,23 @@
-"""The common embedding interface every method implements (README "What is compared")."""
+"""The common embedding interface every method implements (README "What is compared").
+
+``forward(ids, bags=None)``: ``ids[B, F1]`` are the one-hot features (``[B, 0]`` when every
+feature is a bag), ``bags`` a ``fiited.jagged.Jagged`` of the bag (multi-hot) features, named
+as the method's bag features and in their order; the output is ``[B, F1 + Fm, D]``, one-hot
+features first. Features are ``FeatureSpec``s over tables (several may share one table);
+by default one one-hot feature per table, and then ``forward(ids)`` is the one-hot path as
+before (``embed``), untouched. Everything else goes through ``embed_bags`` on one
+``Occurrences`` set (one lookup, one fused update per step).
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
+from fiited.jagged import POOLINGS, Jagged, Occurrences, merge, pool
 from fiited.memory import MemoryReport, uniform_bytes
 from fiited.optim import SparseOptimConfig
 
@@ -18,6 +28,16 @@ class TableSpec:
 
     name: str
     num_rows: int
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input feature: its name, the table it reads, and ``pooling`` (None: one-hot, one id
+    per row; "sum" / "mean": a bag)."""
+
+    name: str
+    table: str
+    pooling: Optional[str] = None
 
 
 @dataclass
@@ -39,7 +59,8 @@ class EmbeddingMethod(nn.Module):
     config_class: type[MethodConfig] = MethodConfig
 
     def __init__(self, tables: Sequence[TableSpec], dim: int, optim: SparseOptimConfig,
-                 config: MethodConfig, seed: int = 0) -> None:
+                 config: MethodConfig, seed: int = 0,
+                 features: Sequence[FeatureSpec] | None = None) -> None:
         super().__init__()
         if not tables:
             raise ValueError("an embedding method needs at least one table")
@@ -64,20 +85,84 @@ class EmbeddingMethod(nn.Module):
         offsets = torch.zeros(len(tables), dtype=torch.int64)
         offsets[1:] = torch.cumsum(rows, 0)[:-1]
         self.register_buffer("table_offsets", offsets, persistent=False)
+        self._set_features(features)
+
+    def _set_features(self, features: Sequence[FeatureSpec] | None) -> None:
+        """Check the features against the tables; precompute each column's table."""
+        names = [t.name for t in self.tables]
+        if features is None:
+            features = [FeatureSpec(n, n) for n in names]
+        features = list(features)
+        fnames = [f.name for f in features]
+        if not features or len(set(fnames)) != len(fnames):
+            raise ValueError(f"feature names must be unique and non-empty, got {fnames}")
+        for f in features:
+            if f.table not in names:
+                raise ValueError(f"feature {f.name!r} reads table {f.table!r}, which is not one "
+                                 f"of the tables {names}")
+            if f.pooling is not None and f.pooling not in POOLINGS:
+                raise ValueError(f"feature {f.name!r}: pooling must be None (one-hot), 'sum' or "
+                                 f"'mean', got {f.pooling!r}")
+        self.onehot_features = [f for f in features if f.pooling is None]
+        self.bag_features = [f for f in features if f.pooling is not None]
+        self.features = self.onehot_features + self.bag_features   # output order
+        self.bag_names = tuple(f.name for f in self.bag_features)
+        self.bag_modes = tuple(f.pooling for f in self.bag_features)
+        # The plain path: one one-hot feature per table, in table order (today's behaviour).
+        self.plain = [f.table for f in self.features] == names and not self.bag_features
+        index = {n: i for i, n in enumerate(names)}
+        # Not buffers (the ledger counts every buffer): tiny, moved on use (_column_shifts).
+        self.onehot_tables = [index[f.table] for f in self.onehot_features]
+        self.bag_tables = [index[f.table] for f in self.bag_features]
+        self._shifts: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _column_shifts(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table offset of each one-hot column and of each bag feature, on ``device``."""
+        if device not in self._shifts:
+            off = self.table_offsets.to(device)
+            pick = lambda t: off[torch.tensor(t, dtype=torch.int64, device=device)]  # noqa: E731
+            self._shifts[device] = pick(self.onehot_tables), pick(self.bag_tables)
+        return self._shifts[device]
 
     # ---- the interface -------------------------------------------------------------------
     @property
     def num_features(self) -> int:
-        return len(self.tables)
+        """Output vectors per row: one-hot features plus bag features."""
+        return len(self.features)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_onehot(self) -> int:
+        """Columns of ``ids``."""
+        return len(self.onehot_features)
+
+    def forward(self, ids: torch.Tensor, bags: Jagged | None = None) -> torch.Tensor:
+        if bags is None and self.plain:
+            if self.validate_ids:
+                self.check_ids(ids)
+            out = self.embed(ids.long())
+            return out
         if self.validate_ids:
             self.check_ids(ids)
-        out = self.embed(ids.long())
-        return out
+        self.check_bags(bags, ids.shape[0] if isinstance(ids, torch.Tensor) else 0)
+        occ = merge(ids, bags, *self._column_shifts(ids.device), self.bag_modes)
+        return self.embed_bags(occ).view(occ.batch_size, occ.num_columns, self.dim)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def embed_bags(self, occ: Occurrences) -> torch.Tensor:
+        """Pooled [B*C, D] of ``occ``. This generic path pools ``embed_rows`` (per occurrence,
+        each with its method's fused update) with ``fiited.jagged.pool``; methods whose lookup
+        is "global rows -> pool addresses" override it with the fused ``bag_lookup``."""
+        return pool(self.embed_rows(occ.rows), occ)
+
+    def embed_rows(self, rows: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Per-occurrence lookup of global rows [N] -> [N, D], trained like ``embed``."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-row lookup (embed_rows)")
+
+    def table_of(self, rows: torch.Tensor) -> torch.Tensor:
+        """The table index of each global row (int64, same shape)."""
+        return torch.searchsorted(self.table_offsets, rows, right=True) - 1
 
     def on_step(self, step: int) -> dict[str, float]:
         """After the optimizer step: bookkeeping and pruning events. Returns metrics to log."""
@@ -120,19 +205,41 @@ class EmbeddingMethod(nn.Module):
             raise ValueError(f"ids must be a torch.Tensor, got {type(ids).__name__}")
         if ids.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"ids must be int32 or int64, got {ids.dtype}")
-        if ids.dim() != 2 or ids.shape[1] != self.num_features:
+        if ids.dim() != 2 or ids.shape[1] != self.num_onehot:
             raise ValueError(
-                f"ids must be [batch, {self.num_features}] (one column per table), "
+                f"ids must be [batch, {self.num_onehot}] (one column per "
+                f"{'table' if self.plain else 'one-hot feature'}), "
                 f"got shape {tuple(ids.shape)}")
         if ids.numel() == 0:
             return
-        bad = (ids < 0) | (ids >= self.num_rows.to(ids.device))
+        limit = self.num_rows if self.plain else self.num_rows[self.onehot_tables]
+        bad = (ids < 0) | (ids >= limit.to(ids.device))
         if bool(bad.any()):
             b, f = (int(x) for x in bad.nonzero()[0])
-            t = self.tables[f]
+            feat = self.onehot_features[f]
+            t = self.tables[self.onehot_tables[f]]
+            name = f"feature {f}" if feat.name == t.name else f"feature {feat.name!r}"
             raise ValueError(
-                f"id {int(ids[b, f])} out of range for table {t.name!r} (feature {f}, batch row "
+                f"id {int(ids[b, f])} out of range for table {t.name!r} ({name}, batch row "
                 f"{b}): valid ids are 0..{t.num_rows - 1}; {int(bad.sum())} bad ids in this batch")
+
+    def check_bags(self, bags: Jagged | None, batch: int) -> None:
+        """Refuse bags that do not match this method's bag features (names, batch, ids)."""
+        if bags is None:
+            if self.bag_features:
+                raise ValueError(f"this method has bag features {list(self.bag_names)}; "
+                                 f"forward needs bags= (a fiited.jagged.Jagged)")
+            return
+        if not isinstance(bags, Jagged):
+            raise ValueError(f"bags must be a fiited.jagged.Jagged, got {type(bags).__name__}")
+        if tuple(bags.feature_names) != self.bag_names:
+            raise ValueError(f"bags.feature_names {list(bags.feature_names)} do not match this "
+                             f"method's bag features {list(self.bag_names)} (same names, same "
+                             f"order)")
+        if bags.batch_size != batch:
+            raise ValueError(f"bags hold {bags.batch_size} rows, ids {batch}")
+        if self.validate_ids:
+            bags.validate([self.tables[t].num_rows for t in self.bag_tables])
 
     def global_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Table-batched row numbers: ids[B, F] + offset of table f, as int64."""

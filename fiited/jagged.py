@@ -124,3 +124,85 @@ class Jagged:
 
 def _excl_cumsum(x: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(x, 0) - x
+
+
+# ---- what an embedding method's bag path sees ------------------------------------------------
+POOLINGS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class Occurrences:
+    """Every id of a batch as bags over C = F1 + Fm columns (one-hot columns first, as bags of
+    one), row-major: bag ``b*C + c``; ``rows`` are global pool rows (id + its table's offset).
+
+    One set, so that one lookup (one fused update, duplicates coalesced across features and
+    tables) serves the whole batch. Mixed pooling is folded into ``weights`` (mean = sum with
+    w/len), so one ``mode`` holds for every bag.
+    """
+
+    rows: torch.Tensor                   # int64 [N]
+    offsets: torch.Tensor                # int64 [B*C + 1]
+    weights: torch.Tensor | None         # float32 [N] or None (all ones)
+    mode: str                            # "sum" | "mean"
+    batch_size: int
+    num_columns: int
+
+    def bag_of(self) -> torch.Tensor:
+        """The bag of each occurrence [N] (int64), without a Python loop."""
+        lengths = torch.diff(self.offsets)
+        return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device),
+                                       lengths, output_size=self.rows.numel())
+
+
+def merge(ids: torch.Tensor, bags: Jagged | None, onehot_shift: torch.Tensor,
+          bag_shift: torch.Tensor, modes: Sequence[str]) -> Occurrences:
+    """One-hot ids[B, F1] and ``bags`` (Fm features) as ``Occurrences``; ``onehot_shift[F1]`` and
+    ``bag_shift[Fm]`` are each column's table offset, ``modes[Fm]`` each bag feature's pooling."""
+    b, f1 = ids.shape
+    dev = ids.device
+    oh_rows = (ids.long() + onehot_shift.to(dev)).reshape(-1)
+    if bags is None:
+        return Occurrences(oh_rows, torch.arange(b * f1 + 1, device=dev), None, "sum", b, f1)
+    fm, nb = bags.num_features, bags.values.numel()
+    lens_b = bags.lengths()
+    bag_n = torch.repeat_interleave(torch.arange(b * fm, device=dev), lens_b.reshape(-1),
+                                    output_size=nb)
+    fcol = bag_n % fm
+    vals = bags.values.long() + bag_shift.to(dev)[fcol]
+    w = None if bags.weights is None else bags.weights.float()
+    mode = modes[0] if len(set(modes)) == 1 else "sum"
+    if len(set(modes)) > 1:                  # mean features: weight w / len, pooled by sum
+        is_mean = torch.tensor([m == "mean" for m in modes], device=dev)[fcol]
+        inv = lens_b.reshape(-1).index_select(0, bag_n).float().reciprocal()
+        factor = torch.where(is_mean, inv, torch.ones_like(inv))
+        w = factor if w is None else w * factor
+    if f1 == 0:
+        return Occurrences(vals, bags.offsets, w, mode, b, fm)
+    lens = torch.cat([torch.ones(b, f1, dtype=torch.long, device=dev), lens_b], 1).reshape(-1)
+    offsets = torch.zeros(lens.numel() + 1, dtype=torch.long, device=dev)
+    torch.cumsum(lens, 0, out=offsets[1:])
+    n = b * f1 + nb
+    pos_b = torch.arange(nb, device=dev) + f1 * (bag_n // fm + 1)
+    starts = bags.offsets[:-1:fm][:b] if fm else torch.zeros(b, dtype=torch.long, device=dev)
+    pos_oh = ((starts + torch.arange(b, device=dev) * f1).unsqueeze(1)
+              + torch.arange(f1, device=dev)).reshape(-1)
+    rows = torch.empty(n, dtype=torch.long, device=dev)
+    rows[pos_b] = vals
+    rows[pos_oh] = oh_rows
+    weights = None
+    if w is not None:
+        weights = torch.ones(n, dtype=torch.float32, device=dev)
+        weights[pos_b] = w
+    return Occurrences(rows, offsets, weights, mode, b, f1 + fm)
+
+
+def pool(per: torch.Tensor, occ: Occurrences) -> torch.Tensor:
+    """Pool per-occurrence vectors [N, W] into bags [B*C, W] (weighted sum or mean; empty bags
+    give zeros). Differentiable: each occurrence's gradient is its share w * g (/ len)."""
+    if occ.weights is not None:
+        per = per * occ.weights.to(per.dtype).unsqueeze(1)
+    out = per.new_zeros(occ.offsets.numel() - 1, per.shape[1])
+    out = out.index_add(0, occ.bag_of(), per)
+    if occ.mode == "mean":
+        out = out / torch.diff(occ.offsets).clamp_min(1).to(out.dtype).unsqueeze(1)
+    return out

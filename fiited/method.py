@@ -40,7 +40,7 @@ from typing import List, Optional
 import torch
 
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
-from fiited.kernels import lookup
+from fiited.kernels import bag_lookup, lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.padding import PADDINGS, ProjectionPadding
 from fiited.pruning import (LAYOUTS, NORMALISERS, POOLS, SAMPLERS, THRESHOLDS, PrunePolicy,
@@ -154,8 +154,9 @@ class FiitedConfig(MethodConfig):
 class Fiited(EmbeddingMethod):
     config_class = FiitedConfig
 
-    def __init__(self, tables, dim, optim, config: FiitedConfig, seed: int = 0) -> None:
-        super().__init__(tables, dim, optim, config, seed)
+    def __init__(self, tables, dim, optim, config: FiitedConfig, seed: int = 0,
+                 features=None) -> None:
+        super().__init__(tables, dim, optim, config, seed, features)
         cfg = config
         K = int(cfg.num_chunks)
         if dim % K:
@@ -171,6 +172,10 @@ class Fiited(EmbeddingMethod):
         self.init_seed = (run_seed * 0x9E3779B1 + 0x5F1173D) & 0x7FFFFFFF  # keyed draws
         self.projection = (ProjectionPadding(len(rows), K, self.chunk_width)
                            if cfg.padding == "projection" else None)
+        if self.projection is not None and not self.plain:
+            raise ValueError("method.padding=projection needs one one-hot feature per table "
+                             "(its maps are per table): bag or shared-table features need "
+                             "padding=zeros")
         sizes = self._sizes(rows)
         frac = (None if cfg.budget_scope == "total" and cfg.thresholds != "manual" else
                 cfg.budget if cfg.thresholds != "manual" else
@@ -215,7 +220,24 @@ class Fiited(EmbeddingMethod):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         b, f = ids.shape
         store = self.store
-        rows = self.global_rows(ids).reshape(-1)
+        addrs, sink = self._addresses(self.global_rows(ids).reshape(-1))
+        out = lookup(store.pool, store.opt_state, addrs, self.optim, sink)
+        out = out.view(b, f, self.dim)
+        if self.projection is not None:
+            present = (addrs >= 0).view(b, f, self.num_chunks)
+            out = self.projection(out, present, compact=self.policy.layout == "any")
+        return out
+
+    def embed_bags(self, occ) -> torch.Tensor:
+        """Bags through the fused ``bag_lookup``: each occurrence's share of the pooled
+        gradient updates its chunks, and its norms [N, K] go to the utility (one access each)."""
+        addrs, sink = self._addresses(occ.rows)
+        return bag_lookup(self.store.pool, self.store.opt_state, addrs, occ.offsets, self.optim,
+                          occ.weights, occ.mode, sink)
+
+    def _addresses(self, rows: torch.Tensor):
+        """(addrs [N, K] of global ``rows``, -1 where absent; the utility sink or None)."""
+        store = self.store
         entries = store.entries_of(rows, insert=self.training)      # direct: the rows
         if self.training and self.config.first_access_alloc and store.has_free():
             self._first_access(entries)
@@ -236,12 +258,7 @@ class Fiited(EmbeddingMethod):
                 else:  # one nonzero for both selections (boolean indexing would run two)
                     keep = valid.nonzero().squeeze(1)
                     utility.accumulate(entries.index_select(0, keep), norms.index_select(0, keep))
-        out = lookup(store.pool, store.opt_state, addrs, self.optim, sink)
-        out = out.view(b, f, self.dim)
-        if self.projection is not None:
-            present = (addrs >= 0).view(b, f, self.num_chunks)
-            out = self.projection(out, present, compact=self.policy.layout == "any")
-        return out
+        return addrs, sink
 
     def _first_access(self, entries: torch.Tensor) -> None:
         """Rows never seen (no chunk, zero utility) get chunks in position order: chunk 0 of

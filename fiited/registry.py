@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Mapping, Sequence
 
-from fiited.interface import EmbeddingMethod, MethodConfig, TableSpec
+from fiited.interface import EmbeddingMethod, FeatureSpec, MethodConfig, TableSpec
 from fiited.optim import SparseOptimConfig
 
 _REGISTRY: dict[str, type[EmbeddingMethod]] = {}
@@ -63,7 +63,11 @@ def make_config(cfg: Mapping[str, Any] | MethodConfig) -> MethodConfig:
 
 
 def build_method(cfg: Mapping[str, Any] | MethodConfig, tables: Sequence[TableSpec], dim: int,
-                 optim: SparseOptimConfig, seed: int = 0) -> EmbeddingMethod:
+                 optim: SparseOptimConfig, seed: int = 0,
+                 features: Sequence[FeatureSpec] | None = None) -> EmbeddingMethod:
+    """``features``: the inputs over ``tables`` (default: one one-hot feature per table)."""
     config = make_config(cfg)
     cls = method_class(config.name)
-    return cls(tables, dim, optim, config, seed=seed)
+    if features is None:
+        return cls(tables, dim, optim, config, seed=seed)
+    return cls(tables, dim, optim, config, seed=seed, features=features)
