@@ -48,8 +48,12 @@ def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return _impl(pool.device)[0](pool, rows)
 
 
-def backward_update(pool, state, rows, grad, opt):
-    return _impl(pool.device)[1](pool, state, rows, grad, opt)
+def backward_update(pool, state, rows, grad, opt, state_rows=None):
+    """The fused update; ``state_rows`` [N] (optional): Adagrad state per logical row."""
+    update = _impl(pool.device)[1]
+    if state_rows is None:  # backends registered before state_rows need not take it
+        return update(pool, state, rows, grad, opt)
+    return update(pool, state, rows, grad, opt, state_rows)
 
 
 def register_backend(device_type: str, name: str, gather_fn: Callable, update_fn: Callable) -> None:
@@ -67,9 +71,13 @@ def bag_gather(pool, rows, offsets, weights=None, mode="sum"):
     return _bag_impl(pool.device)[0](pool, rows, offsets, weights, mode)
 
 
-def bag_backward_update(pool, state, rows, offsets, grad, opt, weights=None, mode="sum"):
+def bag_backward_update(pool, state, rows, offsets, grad, opt, weights=None, mode="sum",
+                        state_rows=None):
     """The fused update for bags; returns per-occurrence norms [N, K] of gradient shares."""
-    return _bag_impl(pool.device)[1](pool, state, rows, offsets, grad, opt, weights, mode)
+    update = _bag_impl(pool.device)[1]
+    if state_rows is None:
+        return update(pool, state, rows, offsets, grad, opt, weights, mode)
+    return update(pool, state, rows, offsets, grad, opt, weights, mode, state_rows)
 
 
 def register_bag_backend(device_type: str, gather_fn: Callable, update_fn: Callable) -> None:
@@ -93,9 +101,9 @@ def _register_builtin_backends() -> None:
             from fiited.kernels import triton_kernels
             return triton_kernels.gather(pool, rows)
 
-        def triton_update(pool, state, rows, grad, opt):
+        def triton_update(*args):
             from fiited.kernels import triton_kernels
-            return triton_kernels.backward_update(pool, state, rows, grad, opt)
+            return triton_kernels.backward_update(*args)
 
         def triton_bag_gather(*args):
             from fiited.kernels import triton_kernels

@@ -12,8 +12,8 @@ import torch
 
 from fiited.kernels import cpu_native
 from fiited.kernels.reference import (apply_update, bag_of, bag_scale, bag_shares, check_bags,
-                                     check_grad, check_shapes, check_state, out_of_range,
-                                     pool_bags)
+                                     check_grad, check_row_state, check_shapes, check_state,
+                                     chunk_norms, out_of_range, pool_bags, row_update, rowwise)
 from fiited.optim import SparseOptimConfig
 
 
@@ -62,12 +62,15 @@ def gather(pool: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
-                    grad: torch.Tensor, opt: SparseOptimConfig) -> torch.Tensor:
+                    grad: torch.Tensor, opt: SparseOptimConfig,
+                    state_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Coalesce duplicates, update present chunks in place, return per-occurrence norms [N, K]."""
     check_shapes(pool, rows)
     n, k = rows.shape
     p, c = pool.shape
     check_grad(grad, n, k * c)
+    if rowwise(opt, state_rows):
+        return _row_update(pool, state, rows, state_rows, grad, opt, None)
     adagrad = check_state(state, opt, p)
     m = n * k
     if m == 0 or c == 0:
@@ -85,6 +88,41 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
         if code == -1:
             return norms
     return _torch_update(pool, state, flat, grad.reshape(m, c), opt, (n, k))
+
+
+def _row_update(pool, state, rows, state_rows, grad, opt, bags) -> torch.Tensor:
+    """Adagrad state per logical row (contract in ``reference.py``): the native pass, else the
+    reference's torch ops. ``bags`` = (offsets, weights, mode) for a bag update."""
+    n, k = rows.shape
+    p, c = pool.shape
+    check_row_state(state, state_rows, n)
+    if n * k == 0 or c == 0:
+        return torch.zeros(n, k, dtype=torch.float32)
+    flat = rows.reshape(-1)
+    srows = state_rows.long().contiguous()
+    if grad.dtype == torch.float32 and _native_ok(pool, flat, grad, state):
+        bag = scale = None
+        if bags is not None:
+            offsets, weights, mode = bags
+            bag = bag_of(offsets, n)
+            scale = bag_scale(offsets, weights, mode, bag)
+            scale = None if scale is None else scale.contiguous()
+        norms = torch.empty(n, k, dtype=torch.float32)
+        code = cpu_native.library().fiited_row_update(
+            pool.data_ptr(), p, c, state.data_ptr(), state.numel(), flat.data_ptr(),
+            int(flat.dtype == torch.int64), n, k, srows.data_ptr(), int(bags is not None),
+            None if bag is None else bag.data_ptr(), None if scale is None else scale.data_ptr(),
+            grad.data_ptr(), norms.data_ptr(), float(opt.lr), float(opt.eps),
+            torch.get_num_threads())
+        if code >= 0:
+            raise out_of_range(flat, code, p)
+        if code == -1:
+            return norms
+    _check_rows(flat, p)
+    if bags is not None:
+        grad = bag_shares(grad, *bags, n)
+    row_update(pool, state, rows, srows, grad, opt)
+    return chunk_norms(grad, k)
 
 
 def _torch_update(pool, state, flat, grad, opt, shape) -> torch.Tensor:
@@ -140,8 +178,8 @@ def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
 
 def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
                         offsets: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig,
-                        weights: torch.Tensor | None = None, mode: str = "sum"
-                        ) -> torch.Tensor:
+                        weights: torch.Tensor | None = None, mode: str = "sum",
+                        state_rows: torch.Tensor | None = None) -> torch.Tensor:
     """The bag update (contract in ``reference.py``); norms [N, K] of each occurrence's share.
 
     The native core reads each share straight from ``grad`` [B, K*C]; the torch fallback spreads
@@ -150,6 +188,8 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
     check_bags(pool, rows, offsets, weights, mode, grad)
     n, k = rows.shape
     p, c = pool.shape
+    if rowwise(opt, state_rows):
+        return _row_update(pool, state, rows, state_rows, grad, opt, (offsets, weights, mode))
     adagrad = check_state(state, opt, p)
     m = n * k
     if m == 0 or c == 0:

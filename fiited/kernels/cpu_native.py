@@ -1,8 +1,8 @@
 """The CPU path's native core: one fused C++ pass for gather and for the sparse update.
 
-Plain C++ (``cpu_native.cpp``, beside this file) with a C ABI, loaded through ctypes: no torch
-headers, so a clean checkout compiles it on first use in a few seconds (about 6 s here), into a
-cache dir, never into the tree. ctypes drops the GIL during a call; the code spreads work over
+Plain C++ (``cpu_native.cpp`` and ``cpu_native_rows.cpp``, beside this file) with a C ABI,
+loaded through ctypes: no torch headers, so a clean checkout compiles it on first use in a few
+seconds (about 6 s here), into a cache dir, never into the tree. ctypes drops the GIL during a call; the code spreads work over
 ``threads`` std::threads itself.
 
 Update: a stable (parallel LSD radix) sort of (pool row, occurrence) pairs groups duplicates in
@@ -15,6 +15,10 @@ Bags (``fiited_bag_gather``, ``fiited_bag_update``): the pooled lookup in one pa
 bags (each thread owns whole bags, so sums run in occurrence order without atomics), and the
 update above reading each occurrence's share straight from the pooled gradient (no [N, K*C]
 copy); the one-hot update is the same template with that indirection compiled out.
+
+Row-wise Adagrad per logical row (``fiited_row_update``, one-hot and bags): the same sort,
+keyed by each occurrence's state row instead of its pool rows; a thread sums a row's K*C floats
+and steps all its present chunks with the one accumulator.
 
 Hash probe (``fiited_hash_find``): the hashed index's linear-probing lookup for every occurrence
 of a batch in one pass, so the store needs ``unique`` only for rows that have no entry yet.
@@ -35,7 +39,9 @@ import threading
 import warnings
 from pathlib import Path
 
-SOURCE = (Path(__file__).with_name("cpu_native.cpp")).read_text()
+# One translation unit: the core, then the per-logical-row update that uses its helpers.
+SOURCE = "\n".join(Path(__file__).with_name(name).read_text()
+                   for name in ("cpu_native.cpp", "cpu_native_rows.cpp"))
 
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
          "-fno-math-errno")
@@ -90,6 +96,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fiited_bag_update.argtypes = [p, i64, i64, p, p, i32, i64, i64, p, p, p, p, i32, f32,
                                       f32, i32]
     lib.fiited_bag_update.restype = i64
+    lib.fiited_row_update.argtypes = [p, i64, i64, p, i64, p, i32, i64, i64, p, i32, p, p, p,
+                                      p, f32, f32, i32]
+    lib.fiited_row_update.restype = i64
     lib.fiited_hash_find.argtypes = [p, i32, i64, p, i64, i64, i64, p, i32]
     lib.fiited_hash_find.restype = None
     return lib

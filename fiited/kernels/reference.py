@@ -2,6 +2,14 @@
 
 ``pool[P, C]`` holds physical chunk rows. ``rows[N, K]`` names, for each of N lookups, the pool
 row of each of its K chunks, or -1 for an absent chunk (which reads as zeros).
+
+Row-wise Adagrad keeps ``state`` per pool row unless the update is given ``state_rows[N]``
+(int32/int64): the logical row of each lookup, whose single accumulator serves all K of its
+chunks (``accumulator: row``). Then gradients are summed per state row (duplicates coalesced as
+usual), the accumulator grows by the mean of g^2 over the row's *present* chunks' C*k' floats,
+and every present chunk takes the same step lr / (sqrt(acc) + eps). The caller guarantees that
+lookups sharing a state row name the same chunks; lookups with state row -1 (no entry) are not
+updated, and rows with no present chunk leave their accumulator alone. SGD ignores state_rows.
 """
 from __future__ import annotations
 
@@ -32,6 +40,25 @@ def check_state(state: torch.Tensor, opt: SparseOptimConfig, num_rows: int) -> b
         raise ValueError(f"rowwise_adagrad state must be float32 [{num_rows}], got "
                          f"{state.dtype} {tuple(state.shape)}")
     return adagrad
+
+
+def check_row_state(state: torch.Tensor, state_rows: torch.Tensor, n: int) -> None:
+    """Per-logical-row state: float32 [S] and state_rows [N] in [-1, S) (one host sync)."""
+    if state.dim() != 1 or state.dtype != torch.float32:
+        raise ValueError(f"rowwise_adagrad state must be float32 [rows], got {state.dtype} "
+                         f"{tuple(state.shape)}")
+    if state_rows.shape != (n,) or state_rows.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"state_rows must be int32 or int64 [{n}], got {state_rows.dtype} "
+                         f"{tuple(state_rows.shape)}")
+    if n and int(state_rows.max()) >= state.numel():
+        i = int(torch.nonzero(state_rows >= state.numel())[0, 0])
+        raise ValueError(f"state_rows[{i}] = {int(state_rows[i])} is out of range for a "
+                         f"state of {state.numel()} rows")
+
+
+def rowwise(opt: SparseOptimConfig, state_rows: torch.Tensor | None) -> bool:
+    """Whether an update keeps its Adagrad state per logical row (``state_rows`` given)."""
+    return state_rows is not None and opt.name == "rowwise_adagrad"
 
 
 def out_of_range(flat: torch.Tensor, index: int, num_rows: int) -> ValueError:
@@ -88,18 +115,51 @@ def apply_update(pool: torch.Tensor, state: torch.Tensor, uniq: torch.Tensor,
         raise ValueError(f"unknown sparse optimizer {opt.name!r}")
 
 
+def row_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
+               state_rows: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig) -> None:
+    """Row-wise Adagrad with one accumulator per logical row (see the module doc), in place."""
+    n, k = rows.shape
+    c = pool.shape[1]
+    valid = (state_rows >= 0).nonzero().squeeze(1)
+    if valid.numel() == 0 or c == 0:
+        return
+    uniq, inverse = torch.unique(state_rows.long().index_select(0, valid), sorted=True,
+                                 return_inverse=True)
+    u = uniq.numel()
+    summed = torch.zeros(u, k * c, dtype=torch.float32, device=pool.device)
+    summed.index_add_(0, inverse, grad.index_select(0, valid).float())
+    first = torch.full((u,), n, dtype=torch.int64, device=pool.device)
+    first.scatter_reduce_(0, inverse, valid, "amin")
+    rep = rows.long().index_select(0, first)                          # [U, K]
+    present = rep >= 0
+    width = present.sum(1) * c
+    summed = summed.view(u, k, c)
+    inc = (summed.pow(2).sum(2) * present).sum(1) / width.clamp_min(1)
+    old = state.index_select(0, uniq)
+    acc = torch.where(width > 0, old + inc, old)
+    state.index_copy_(0, uniq, acc)
+    step = summed * (opt.lr / (acc.sqrt() + opt.eps)).view(u, 1, 1)
+    pool.index_add_(0, rep[present], (-step[present]).to(pool.dtype))
+
+
 def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
-                    grad: torch.Tensor, opt: SparseOptimConfig) -> torch.Tensor:
+                    grad: torch.Tensor, opt: SparseOptimConfig,
+                    state_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Coalesce duplicates, update present chunks in place, return per-occurrence norms [N, K].
 
     Norms are returned for absent chunks too: the gradient w.r.t. a zero-padded slice is defined,
-    and utilities need it so that pruned chunks can earn their way back.
+    and utilities need it so that pruned chunks can earn their way back. ``state_rows``: the
+    per-logical-row Adagrad state (module doc).
     """
     check_shapes(pool, rows)
     n, k = rows.shape
     c = pool.shape[1]
     check_grad(grad, n, k * c)
     norms = chunk_norms(grad, k)
+    if rowwise(opt, state_rows):
+        check_row_state(state, state_rows, n)
+        row_update(pool, state, rows, state_rows, grad, opt)
+        return norms
     uniq, summed = coalesce(rows, grad, c)
     apply_update(pool, state, uniq, summed, opt)
     return norms
@@ -203,9 +263,10 @@ def bag_shares(grad: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor 
 
 def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
                         offsets: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig,
-                        weights: torch.Tensor | None = None, mode: str = "sum"
-                        ) -> torch.Tensor:
+                        weights: torch.Tensor | None = None, mode: str = "sum",
+                        state_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Spread grad [B, K*C] to occurrences, then the one-hot update; norms [N, K] of shares."""
     check_bags(pool, rows, offsets, weights, mode, grad)
     return backward_update(pool, state, rows,
-                           bag_shares(grad, offsets, weights, mode, rows.shape[0]), opt)
+                           bag_shares(grad, offsets, weights, mode, rows.shape[0]), opt,
+                           state_rows)

@@ -16,6 +16,11 @@ The update is sort-based, so a fixed input always gives the same bits (no float 
 
 One host sync per update (the largest row, for the range check, and the count of absent ones).
 
+Adagrad state per logical row (``state_rows``): the same pipeline, run as SGD (lr 1) on a
+scratch table of one [K*C] row per distinct state row, sums the gradients of each logical row
+deterministically; ``_row_apply_kernel`` then grows each row's accumulator by the mean of g^2
+over its present chunks and steps them all (one program per logical row). Norms: torch ops.
+
 Bags (multi-hot): ``_bag_gather_kernel`` pools each (bag, chunk) in one program; the bag update
 is the same sort-based pipeline, ``_share`` reading occurrence n*K + k's gradient as
 grad[bag[n], k] * scale[n] (compiled out for one-hot: ``BAG`` is a constexpr). Bag checks add a
@@ -27,8 +32,9 @@ import torch
 import triton
 import triton.language as tl
 
-from fiited.kernels.reference import (bag_of, bag_scale, check_bags, check_grad, check_shapes,
-                                     check_state, out_of_range)
+from fiited.kernels.reference import (bag_of, bag_scale, bag_shares, check_bags, check_grad,
+                                     check_row_state, check_shapes, check_state, chunk_norms,
+                                     out_of_range, rowwise)
 from fiited.optim import SparseOptimConfig
 
 GATHER_TILE_ELEMS = 4096  # elements of one gather program's [rows, C] tile
@@ -210,6 +216,30 @@ def _finish_kernel(owner_ptr, keys_ptr, head_ptr, tail_ptr, pool_ptr, state_ptr,
                    eps, ADAGRAD)
 
 
+@triton.jit
+def _row_apply_kernel(sums_ptr, rep_ptr, srow_ptr, pool_ptr, state_ptr, W, C, K, lr, eps,
+                      BLOCK_W: tl.constexpr):
+    """Logical row u: ``sums`` holds minus its summed gradient [W = K*C], ``rep`` its chunks'
+    pool rows [K] (-1 absent), ``srow`` its state row (-1: none, skipped)."""
+    u = tl.program_id(0).to(tl.int64)
+    srow = tl.load(srow_ptr + u).to(tl.int64)
+    if srow >= 0:
+        cols = tl.arange(0, BLOCK_W)
+        cmask = cols < W
+        chunk = cols // C
+        row = tl.load(rep_ptr + u * K + chunk, mask=cmask, other=-1).to(tl.int64)
+        present = cmask & (row >= 0)
+        g = -tl.load(sums_ptr + u * W + cols, mask=present, other=0.0)
+        width = tl.sum(present.to(tl.float32), axis=0)
+        if width > 0:
+            st = tl.load(state_ptr + srow) + tl.sum(g * g, axis=0) / width
+            tl.store(state_ptr + srow, st)
+            ptrs = pool_ptr + row * C + (cols - chunk * C)
+            w = tl.load(ptrs, mask=present, other=0.0).to(tl.float32)
+            w = w - g * (lr / (tl.sqrt(st) + eps))
+            tl.store(ptrs, w.to(pool_ptr.dtype.element_ty), mask=present)
+
+
 def _check_rows(flat: torch.Tensor, max_row: int, num_rows: int) -> None:
     if max_row >= num_rows:
         raise out_of_range(flat, int(torch.nonzero(flat >= num_rows)[0, 0]), num_rows)
@@ -241,11 +271,13 @@ def gather(pool: torch.Tensor, rows: torch.Tensor, *, out: torch.Tensor | None =
 
 
 def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
-                    grad: torch.Tensor, opt: SparseOptimConfig, *,
+                    grad: torch.Tensor, opt: SparseOptimConfig,
+                    state_rows: torch.Tensor | None = None, *,
                     norms: torch.Tensor | None = None) -> torch.Tensor:
     """Coalesce duplicates, update present chunks in place, return per-occurrence norms [N, K].
 
     ``norms`` (optional, contiguous float32 [N, K]) receives the norms; checks poison it first.
+    ``state_rows`` [N]: Adagrad state per logical row (``reference.py``).
     """
     check_shapes(pool, rows)
     n, k = rows.shape
@@ -253,9 +285,16 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
     check_grad(grad, n, k * c)
     if not pool.is_contiguous():
         raise ValueError("pool must be contiguous: the update writes it in place")
-    check_state(state, opt, p)
     if norms is None:
         norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
+    if rowwise(opt, state_rows):
+        check_row_state(state, state_rows, n)
+        if n * k == 0 or c == 0:
+            return norms.zero_()
+        grad = grad.contiguous()
+        _row_update(pool, state, rows, state_rows, grad, opt, (grad, grad, 1, False, False))
+        return norms.copy_(chunk_norms(grad, k))
+    check_state(state, opt, p)
     if n * k == 0 or c == 0:
         return norms.zero_()
     return _update(pool, state, rows.reshape(-1).contiguous(), grad.contiguous(), opt, norms,
@@ -298,6 +337,27 @@ def _update(pool, state, flat, grad, opt, norms, bag_args) -> torch.Tensor:
     return norms
 
 
+def _row_update(pool, state, rows, state_rows, grad, opt, bag_args) -> None:
+    """Per-logical-row Adagrad: sums per distinct state row by the sorted SGD pipeline on a
+    scratch table (``bag_args`` of ``_share`` at width K*C, K=1), then one program per row."""
+    n, k = rows.shape
+    p, c = pool.shape
+    flat = rows.reshape(-1).contiguous()
+    _check_rows(flat, int(flat.max()), p)
+    srows = state_rows.long()
+    uniq, inverse = torch.unique(srows, sorted=True, return_inverse=True)
+    keys = torch.where(srows >= 0, inverse, torch.full_like(inverse, -1))
+    u, w = uniq.numel(), k * c
+    sums = torch.zeros(u, w, dtype=torch.float32, device=pool.device)
+    scratch = torch.empty(n, dtype=torch.float32, device=pool.device)
+    _update(sums, sums, keys, grad, SparseOptimConfig(name="sgd", lr=1.0), scratch, bag_args)
+    first = torch.full((u,), n, dtype=torch.int64, device=pool.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=pool.device), "amin")
+    rep = rows.long().index_select(0, first).contiguous()
+    _row_apply_kernel[(u,)](sums, rep, uniq, pool, state, w, c, k, float(opt.lr),
+                            float(opt.eps), BLOCK_W=max(16, triton.next_power_of_2(w)))
+
+
 def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
                weights: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
     """Pooled lookup [B, K*C] (contract in ``reference.py``); sums in a fixed tile order."""
@@ -322,8 +382,8 @@ def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
 
 def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
                         offsets: torch.Tensor, grad: torch.Tensor, opt: SparseOptimConfig,
-                        weights: torch.Tensor | None = None, mode: str = "sum"
-                        ) -> torch.Tensor:
+                        weights: torch.Tensor | None = None, mode: str = "sum",
+                        state_rows: torch.Tensor | None = None) -> torch.Tensor:
     """The bag update: the one-hot kernels reading each occurrence's share from ``grad``
     [B, K*C] through its bag (no [N, K*C] copy); norms [N, K] of the shares."""
     check_bags(pool, rows, offsets, weights, mode, grad)
@@ -331,12 +391,21 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
     p, c = pool.shape
     if not pool.is_contiguous():
         raise ValueError("pool must be contiguous: the update writes it in place")
-    check_state(state, opt, p)
+    row_state = rowwise(opt, state_rows)
+    if row_state:
+        check_row_state(state, state_rows, n)
+    else:
+        check_state(state, opt, p)
     norms = torch.empty(n, k, dtype=torch.float32, device=pool.device)
     if n * k == 0 or c == 0:
         return norms.zero_()
     grad = grad.contiguous()
     bags = bag_of(offsets, n)
     scale = bag_scale(offsets, weights, mode, bags)
+    if row_state:  # the scratch pipeline reads grad[bag[n]] * scale[n] at width K*C
+        _row_update(pool, state, rows, state_rows, grad, opt,
+                    (bags, grad if scale is None else scale.contiguous(), 1, True,
+                     scale is not None))
+        return norms.copy_(chunk_norms(bag_shares(grad, offsets, weights, mode, n), k))
     bag_args = (bags, grad if scale is None else scale.contiguous(), k, True, scale is not None)
     return _update(pool, state, rows.reshape(-1).contiguous(), grad, opt, norms, bag_args)
