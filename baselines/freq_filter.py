@@ -27,7 +27,7 @@ from baselines.budget import budget_rows
 from fiited.errors import BudgetInfeasible
 from fiited.interface import INIT_BLOCK_ROWS, EmbeddingMethod, MethodConfig
 from fiited.keyed import keyed_init, table_key
-from fiited.kernels import lookup
+from fiited.kernels import bag_lookup, lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
 
@@ -47,8 +47,8 @@ class FreqFilter(EmbeddingMethod):
     config_class = FreqFilterConfig
     needs_train_ids = True            # the harness calls prepare(train ids) before training
 
-    def __init__(self, tables, dim, optim, config, seed=0):
-        super().__init__(tables, dim, optim, config, seed)
+    def __init__(self, tables, dim, optim, config, seed=0, features=None):
+        super().__init__(tables, dim, optim, config, seed, features)
         if config.budget_scope not in SCOPES:
             raise ValueError(f"method.budget_scope={config.budget_scope!r}: choose one of "
                              f"{', '.join(SCOPES)}")
@@ -61,11 +61,17 @@ class FreqFilter(EmbeddingMethod):
         self.key_dtype = torch.int32 if total < 2**31 else torch.int64
 
     # ---- the counting pass and the plan --------------------------------------------------
-    def prepare(self, train_ids) -> None:
-        """Count every id of the training split ([rows, F], e.g. a memory-mapped array), choose
-        T and allocate the kept rows, the OOV rows and the index."""
+    def prepare(self, train_ids, bag_values=()) -> None:
+        """Count every id of the training split ([rows, F1] one-hot columns, e.g. a memory-mapped
+        array; ``bag_values``: (bag feature name, its values over those rows) pairs, every
+        occurrence counts), choose T and allocate the kept rows, the OOV rows and the index."""
         t0 = time.perf_counter()
-        counts = count_ids(train_ids, self.table_offsets.numpy(), int(self.num_rows.sum()))
+        offsets = self.table_offsets.numpy()
+        total = int(self.num_rows.sum())
+        counts = count_ids(train_ids, offsets[self.onehot_tables], total)
+        for name, values in bag_values:
+            t = self.bag_tables[self.bag_names.index(name)]
+            counts += count_ids(np.asarray(values).reshape(-1, 1), offsets[t:t + 1], total)
         seconds = time.perf_counter() - t0
         self.counts = torch.from_numpy(counts)
         self.build(self.counts)
@@ -139,11 +145,17 @@ class FreqFilter(EmbeddingMethod):
     # ---- the interface -------------------------------------------------------------------
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
         """Pool row of each id: its own if kept, else its table's OOV row. ids[B, F] -> [B, F]."""
+        self._need_vocab()
+        g = self.global_rows(ids)
+        return self._pool_rows(g, self.oov_row.to(ids.device).expand_as(g))
+
+    def _need_vocab(self) -> None:
         if self.threshold is None:
             raise RuntimeError("freq_filter has no vocabulary yet: call prepare(train_ids) with "
                                "the training split's ids first (the harness does)")
-        g = self.global_rows(ids)
-        oov = self.oov_row.to(ids.device).expand_as(g)
+
+    def _pool_rows(self, g: torch.Tensor, oov: torch.Tensor) -> torch.Tensor:
+        """Kept global rows ``g`` -> their pool rows, the others -> ``oov`` (same shape)."""
         if len(self.keys) == 0:
             return oov
         pos = torch.searchsorted(self.keys, g.to(self.keys.dtype))
@@ -154,6 +166,18 @@ class FreqFilter(EmbeddingMethod):
         b, f = ids.shape
         rows = self.rows_of(ids).reshape(-1, 1)
         return lookup(self.pool, self.opt_state, rows, self.optim).view(b, f, self.dim)
+
+    def pool_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Pool row of each global row [N] (own row if kept, else its table's OOV row)."""
+        self._need_vocab()
+        return self._pool_rows(rows, self.oov_row.to(rows.device)[self.table_of(rows)])
+
+    def embed_bags(self, occ):
+        return bag_lookup(self.pool, self.opt_state, self.pool_rows(occ.rows).unsqueeze(1),
+                          occ.offsets, self.optim, occ.weights, occ.mode)
+
+    def embed_rows(self, rows):
+        return lookup(self.pool, self.opt_state, self.pool_rows(rows).unsqueeze(1), self.optim)
 
     def on_step(self, step: int) -> dict[str, float]:
         if self.counts is not None:       # the counting pass's memory ends with training's start

@@ -22,7 +22,7 @@ import torch
 from baselines.budget import budget_rows, fill_rows
 from fiited.errors import BudgetInfeasible
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
-from fiited.kernels import lookup
+from fiited.kernels import bag_lookup, lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
 
@@ -56,8 +56,8 @@ class HashingConfig(MethodConfig):
 class Hashing(EmbeddingMethod):
     config_class = HashingConfig
 
-    def __init__(self, tables, dim, optim, config, seed=0):
-        super().__init__(tables, dim, optim, config, seed)
+    def __init__(self, tables, dim, optim, config, seed=0, features=None):
+        super().__init__(tables, dim, optim, config, seed, features)
         if config.full_below_rows < 0:
             raise ValueError(f"method.full_below_rows must be >= 0, got {config.full_below_rows}")
         ns = [t.num_rows for t in self.tables]
@@ -109,6 +109,20 @@ class Hashing(EmbeddingMethod):
         b, f = ids.shape
         rows = (self.bucket(ids) + self.row_offsets).reshape(-1, 1)
         return lookup(self.pool, self.opt_state, rows, self.optim).view(b, f, self.dim)
+
+    def pool_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Pool row of each global (virtual) row [N]: ``bucket`` with per-occurrence tables."""
+        t = self.table_of(rows)
+        ids = rows - self.table_offsets[t]
+        h = (self.hash_a[t] * (ids % PRIME) + self.hash_b[t]) % PRIME % self.buckets[t]
+        return torch.where(self.hashed[t], h, ids) + self.row_offsets[t]
+
+    def embed_bags(self, occ):
+        return bag_lookup(self.pool, self.opt_state, self.pool_rows(occ.rows).unsqueeze(1),
+                          occ.offsets, self.optim, occ.weights, occ.mode)
+
+    def embed_rows(self, rows):
+        return lookup(self.pool, self.opt_state, self.pool_rows(rows).unsqueeze(1), self.optim)
 
     def memory(self) -> MemoryReport:
         uw, ut = self.uniform_reference()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
-from fiited.kernels import lookup
+from fiited.kernels import bag_lookup, lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
 
@@ -90,8 +90,8 @@ def plan_widths(num_rows: Sequence[int], dim: int, budget: float, alpha: float,
 class MixedDim(EmbeddingMethod):
     config_class = MixedDimConfig
 
-    def __init__(self, tables, dim, optim, config, seed=0):
-        super().__init__(tables, dim, optim, config, seed)
+    def __init__(self, tables, dim, optim, config, seed=0, features=None):
+        super().__init__(tables, dim, optim, config, seed, features)
         if config.alpha < 0:
             raise ValueError(f"method.alpha must be >= 0, got {config.alpha}")
         if not 0 <= config.min_dim <= dim:
@@ -122,6 +122,7 @@ class MixedDim(EmbeddingMethod):
         inverse[torch.tensor(order + dropped, dtype=torch.int64)] = torch.arange(len(ns))
         self.register_buffer("inverse", inverse)
         self.num_dropped = len(dropped)
+        self._maps: dict = {}           # bag path: per (width, device), see _group_maps
 
     def embed(self, ids):
         b = ids.shape[0]
@@ -137,6 +138,43 @@ class MixedDim(EmbeddingMethod):
         if self.num_dropped:
             parts.append(torch.zeros(b, self.num_dropped, self.dim, device=ids.device))
         return torch.cat(parts, dim=1).index_select(1, self.inverse)
+
+    def embed_bags(self, occ):
+        """Per width group: one fused ``bag_lookup`` (occurrences of other groups read -1 =
+        zeros), pooled at width d, then each column's projection (linear, so projecting the
+        pooled vector = pooling the projected ones: a bag has one table)."""
+        t = self.table_of(occ.rows)
+        ids = occ.rows - self.table_offsets[t]
+        b, c = occ.batch_size, occ.num_columns
+        out = None
+        for d in self.groups:
+            in_group, local_off, col_pos = self._group_maps(d, occ.rows.device)
+            addr = torch.where(in_group[t], ids + local_off[t], torch.full_like(ids, -1))
+            e = bag_lookup(getattr(self, f"pool_{d}"), getattr(self, f"state_{d}"),
+                           addr.unsqueeze(1), occ.offsets, self.optim, occ.weights, occ.mode)
+            e = e.view(b, c, d)
+            if d < self.dim:
+                e = torch.einsum("bcd,cde->bce", e, self.proj[str(d)].index_select(0, col_pos))
+            out = e if out is None else out + e
+        if out is None:
+            out = torch.zeros(b, c, self.dim, device=occ.rows.device)
+        return out.reshape(b * c, self.dim)
+
+    def _group_maps(self, d: int, device: torch.device):
+        """(table in group d [T], table's row offset in pool_d [T], each column's position in
+        the group's projections [C], 0 for columns of other groups)."""
+        key = (d, device)
+        if key not in self._maps:
+            cols = getattr(self, f"cols_{d}").tolist()
+            offs = getattr(self, f"offsets_{d}").tolist()
+            pos = {f: i for i, f in enumerate(cols)}
+            in_group = torch.tensor([w == d for w in self.widths], device=device)
+            local = torch.zeros(len(self.widths), dtype=torch.int64)
+            local[cols] = torch.tensor(offs, dtype=torch.int64)
+            col_tables = self.onehot_tables + self.bag_tables
+            col_pos = torch.tensor([pos.get(t, 0) for t in col_tables], dtype=torch.int64)
+            self._maps[key] = in_group, local.to(device), col_pos.to(device)
+        return self._maps[key]
 
     def memory(self) -> MemoryReport:
         uw, ut = self.uniform_reference()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from fiited.interface import EmbeddingMethod, MethodConfig
-from fiited.kernels import lookup
+from fiited.kernels import bag_lookup, lookup
 from fiited.kernels.reference import chunk_norms
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.registry import register_method
@@ -89,8 +89,8 @@ class PostPruneConfig(MethodConfig):
 class PostPrune(EmbeddingMethod):
     config_class = PostPruneConfig
 
-    def __init__(self, tables, dim, optim, config, seed=0):
-        super().__init__(tables, dim, optim, config, seed)
+    def __init__(self, tables, dim, optim, config, seed=0, features=None):
+        super().__init__(tables, dim, optim, config, seed, features)
         if config.score not in SCORES:
             raise ValueError(f"method.score={config.score!r} is not one of {SCORES}")
         if config.scope not in SCOPES:
@@ -117,14 +117,24 @@ class PostPrune(EmbeddingMethod):
     # ---- forward -------------------------------------------------------------------------
     def embed(self, ids):
         b, f = ids.shape
-        rows = self.global_rows(ids).reshape(-1)
+        return self.embed_rows(self.global_rows(ids).reshape(-1)).view(b, f, self.dim)
+
+    def embed_rows(self, rows):
         if self.pruned:
-            out = lookup(self.pool, self.opt_state, self.chunk_index[rows], self.optim)
-            return out.view(b, f, self.dim)
+            return lookup(self.pool, self.opt_state, self.chunk_index[rows], self.optim)
         out = lookup(self.pool, self.opt_state, rows.unsqueeze(1), self.optim)
         if self.config.score == "utility" and out.requires_grad:
             out.register_hook(lambda g, rows=rows: self._collect(rows, g))
-        return out.view(b, f, self.dim)
+        return out
+
+    def embed_bags(self, occ):
+        """Fused ``bag_lookup``, except for ``score: utility`` before pruning: that takes the
+        generic path, whose per-occurrence gradients (the shares) feed ``_collect``."""
+        if self.config.score == "utility" and not self.pruned:
+            return super().embed_bags(occ)
+        addrs = self.chunk_index[occ.rows] if self.pruned else occ.rows.unsqueeze(1)
+        return bag_lookup(self.pool, self.opt_state, addrs, occ.offsets, self.optim,
+                          occ.weights, occ.mode)
 
     def _collect(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
         """utility[row, k] += ||grad slice k|| per occurrence (no decay)."""

@@ -85,10 +85,11 @@ def plan_for_budget(num_rows: Sequence[int], budget: float) -> QRPlan:
 class QR(EmbeddingMethod):
     config_class = QRConfig
 
-    def __init__(self, tables, dim, optim, config, seed=0, plan: Optional[QRPlan] = None):
+    def __init__(self, tables, dim, optim, config, seed=0, plan: Optional[QRPlan] = None,
+                 features=None):
         """``plan`` fixes (m_f, Q_f) by hand, as Shi et al. fix collisions; the budget is then
         not applied (the ledger still says what it costs)."""
-        super().__init__(tables, dim, optim, config, seed)
+        super().__init__(tables, dim, optim, config, seed, features)
         if config.combine not in COMBINE:
             raise ValueError(f"method.combine={config.combine!r} is not one of {COMBINE}")
         ns = [t.num_rows for t in self.tables]
@@ -125,6 +126,20 @@ class QR(EmbeddingMethod):
         rem = ids % m + self.rem_offsets
         quo = (ids // m) % self.quo_rows.clamp_min(1) + self.quo_offsets
         return rem, torch.where(has_q, quo, torch.full_like(quo, -1))
+
+    def embed_rows(self, rows):
+        """Per occurrence (the generic bag path pools these): global rows [N] -> [N, D]."""
+        t = self.table_of(rows)
+        ids = rows - self.table_offsets[t]
+        m, q = self.rem_rows[t], self.quo_rows[t]
+        rem = ids % m + self.rem_offsets[t]
+        quo = torch.where(q > 0, (ids // m) % q.clamp_min(1) + self.quo_offsets[t],
+                          torch.full_like(ids, -1))
+        er = lookup(self.rem_pool, self.rem_state, rem.unsqueeze(1), self.optim)
+        eq = lookup(self.quo_pool, self.quo_state, quo.unsqueeze(1), self.optim)
+        if self.config.combine == "sum":
+            return er + eq
+        return er * (eq + (q == 0).to(er.dtype).unsqueeze(1))
 
     def embed(self, ids):
         b, f = ids.shape
