@@ -15,8 +15,9 @@ the dense optimizer never sees them, as for every method here; call ``on_step`` 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,6 +123,7 @@ class TorchRecEmbeddings(nn.Module):
                                  f" only FP32 is supported")
         self._configs = tables
         self._is_weighted = bool(is_weighted)
+        self._prepared = False
         self.dim = dims.pop()
         triples = embedding_names(tables)
         self.keys = [k for k, _, _ in triples]
@@ -132,6 +134,27 @@ class TorchRecEmbeddings(nn.Module):
                                    [TableSpec(t.name, int(t.num_embeddings)) for t in tables],
                                    self.dim, optim if optim is not None else SparseOptimConfig(),
                                    seed=seed, features=features)
+
+    @property
+    def needs_train_ids(self) -> bool:
+        """True for methods that read the training split before training (freq_filter)."""
+        return bool(getattr(self.method, "needs_train_ids", False))
+
+    def prepare(self, train: Any | Iterable[Any]) -> None:
+        """Hand the training split (one KJT or an iterable of KJT batches) to a method that
+        counts it before training (freq_filter: every id occurrence counts); a no-op for the
+        others. Call it once, before the first forward."""
+        if not self.needs_train_ids:
+            return
+        batches = [train] if hasattr(train, "keys") and hasattr(train, "values") else list(train)
+        per: dict[str, list[torch.Tensor]] = {k: [] for k in self.keys}
+        for kjt in batches:                                     # batches, not rows
+            cols = kjt_to_jagged(kjt, self.kjt_features, self.keys, weighted=False)
+            for k in self.keys:
+                per[k].append(cols.feature(k)[0].cpu())
+        self.method.prepare(np.zeros((0, 0), dtype=np.int64),
+                            bag_values=[(k, torch.cat(v).numpy()) for k, v in per.items()])
+        self._prepared = True
 
     def embedding_bag_configs(self) -> list[Any]:
         return self._configs
@@ -144,6 +167,9 @@ class TorchRecEmbeddings(nn.Module):
 
     def forward(self, features: Any) -> Any:
         kt_cls = _torchrec().KeyedTensor
+        if self.needs_train_ids and not self._prepared:
+            raise ValueError(f"method {self.method.config.name!r} counts the training split "
+                             f"first: call TorchRecEmbeddings.prepare(train KJTs) before forward")
         bags = self.to_jagged(features)
         b = bags.batch_size
         ids = torch.empty(b, 0, dtype=torch.long, device=bags.values.device)

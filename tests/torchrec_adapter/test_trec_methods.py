@@ -29,6 +29,10 @@ def test_every_method_forward_backward(name, pooling):
     emb = TorchRecEmbeddings(tables, {"name": name, "budget": 0.5},
                              optim=SparseOptimConfig(name="rowwise_adagrad", lr=0.1), seed=3)
     kjt = random_kjt(KEYS, cards_of(tables), batch=16, gen=torch.Generator().manual_seed(5))
+    if emb.needs_train_ids:                              # freq_filter: the counting pass
+        with pytest.raises(ValueError, match="call TorchRecEmbeddings.prepare"):
+            emb(kjt)
+        emb.prepare([kjt])
     before = _float_state(emb)
     kt = emb(kjt)
     assert kt.keys() == KEYS and kt.length_per_key() == [8] * 4
@@ -80,3 +84,18 @@ def test_fiited_trains_inside_dlrm():
         model.sparse_arch.embedding_bag_collection.on_step(step)
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_prepare_counts_every_feature_of_every_batch():
+    tables = configs(dim=8)                               # table item_t serves item and history
+    emb = TorchRecEmbeddings(tables, {"name": "freq_filter", "budget": 0.5})
+    gen = torch.Generator().manual_seed(4)
+    batches = [random_kjt(KEYS, cards_of(tables), batch=8, gen=gen) for _ in range(3)]
+    emb.prepare(iter(batches))
+    start = {t.name: o for t, o in zip(tables, [0, 13, 13 + 29])}
+    want = torch.zeros(13 + 29 + 7, dtype=torch.int64)
+    for kjt in batches:
+        for t in tables:
+            for f in t.feature_names:
+                want += torch.bincount(kjt[f].values() + start[t.name], minlength=49)
+    assert torch.equal(emb.method.counts, want) and want[13:42].sum() > want[:13].sum()
