@@ -94,6 +94,7 @@ class StoreGeometry:
     sketch: float
     fixed_bytes: int            # geometry and anything else that does not scale
     pool_frac: float = 1.0      # expected pool / all chunks (index=auto's cost comparison)
+    entry_state_bytes: int = 0  # optimizer state per entry (row-wise Adagrad, accumulator: row)
 
     @property
     def key_bytes(self) -> int:
@@ -107,18 +108,23 @@ class StoreGeometry:
             return 0
         return SKETCH_ROWS * 4 * max(16, math.ceil(live * self.sketch))
 
+    @property
+    def entry_bytes(self) -> int:
+        """Bytes of one entry: K addresses, K utilities and any per-entry optimizer state."""
+        return 8 * self.num_chunks + self.entry_state_bytes
+
     @functools.cached_property
     def kinds(self) -> list[str]:
-        """Per table; ``auto``: direct where its entries (8K bytes per row) cost no more than
-        the hashed ones at ``pool_frac`` (live = index_entries x pool_frac x rows, slots =
-        live / index_load at 8K + key bytes, plus the sketch, at least 16 counters)."""
-        K = self.num_chunks
+        """Per table; ``auto``: direct where its entries (``entry_bytes`` per row) cost no more
+        than the hashed ones at ``pool_frac`` (live = index_entries x pool_frac x rows, slots =
+        live / index_load at entry + key bytes, plus the sketch, at least 16 counters)."""
+        E = self.entry_bytes
         cheap = []
         for n in self.table_rows:
             live = min(n, max(1, math.ceil(self.index_entries * self.pool_frac * n)))
-            hashed = (math.ceil(live / self.index_load) * (8 * K + self.key_bytes)
+            hashed = (math.ceil(live / self.index_load) * (E + self.key_bytes)
                       + self.sketch_bytes(live))
-            cheap.append(8 * K * n <= hashed)
+            cheap.append(E * n <= hashed)
         return table_kinds(self.table_rows, self.index, self.auto_rows, cheap)
 
     def index_sizes(self, chunks: int) -> tuple[int, list[int]]:
@@ -136,12 +142,12 @@ class StoreGeometry:
     def total_bytes(self, chunks: int) -> int:
         """The whole ledger of a store with ``chunks`` (with utilities, one float per chunk
         position of every entry)."""
-        K = self.num_chunks
+        E = self.entry_bytes
         kinds = self.kinds
         direct = sum(n for n, k in zip(self.table_rows, kinds) if k == "direct")
         slots, caps = self.index_sizes(chunks)
         return (self.fixed_bytes + TableIndex.fixed_bytes(len(kinds), slots > 0)
-                + chunks * self.chunk_bytes + direct * 8 * K + slots * (8 * K + self.key_bytes)
+                + chunks * self.chunk_bytes + direct * E + slots * (E + self.key_bytes)
                 + sum(self.sketch_bytes(c) for c in caps))
 
 
@@ -190,7 +196,7 @@ def store_sizes(geo: StoreGeometry, budget: float, budget_scope: str,
         raise BudgetInfeasible(
             f"method.budget={budget} with method.budget_scope=total allows {limit:.0f} "
             f"bytes, too few for any chunk next to the metadata ({kinds.count('direct')} "
-            f"direct tables: {8 * K} bytes per row, {R} rows): raise method.budget, lower "
-            f"method.num_chunks, use method.index=hashed or auto, or budget_scope=weights")
+            f"direct tables: {geo.entry_bytes} bytes per row, {R} rows): raise method.budget, "
+            f"lower method.num_chunks, use method.index=hashed or auto, or budget_scope=weights")
     slots, caps = geo.index_sizes(chunks)
     return StoreSizes(chunks, geo.kinds, slots, caps)

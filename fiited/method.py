@@ -28,8 +28,9 @@ then scales with the budget, not the vocabulary. ``auto``: direct for tables of 
 this budget, hashed otherwise. Sizes come from ``fiited.budget.store_sizes``.
 
 With capacity for every chunk the store starts full, with uniform's exact initial values, so
-FIITED then trains exactly like uniform (SGD at any K; row-wise Adagrad only at K=1, because
-its accumulator is per physical row = per chunk, so at K>1 each chunk has its own).
+FIITED then trains exactly like uniform (SGD at any K; row-wise Adagrad at any K with
+``train.sparse_optimizer.accumulator: row``, one accumulator per logical row; with ``chunk``
+only at K=1, as each chunk then has its own).
 """
 from __future__ import annotations
 
@@ -209,9 +210,10 @@ class Fiited(EmbeddingMethod):
         fixed = (ChunkStore.geometry_bytes(len(self.tables), groups, K)
                  + tensor_bytes(self.num_rows, self.table_offsets)
                  + (self.projection.extra_bytes() if self.projection is not None else 0))
-        geo = StoreGeometry(rows, K, ChunkStore.bytes_per_chunk(self.chunk_width, self.optim),
+        geo = StoreGeometry(rows, K, ChunkStore.bytes_per_chunk(self.chunk_width, self.optim, K),
                             cfg.index, cfg.index_auto_rows, cfg.index_entries, cfg.index_load,
-                            cfg.admission_sketch, fixed)
+                            cfg.admission_sketch, fixed,
+                            entry_state_bytes=ChunkStore.state_bytes_per_entry(self.optim, K))
         manual = cfg.manual_ratios if cfg.thresholds == "manual" else None
         return store_sizes(geo, cfg.budget, cfg.budget_scope, manual,
                            self.uniform_reference()[1])
@@ -220,8 +222,8 @@ class Fiited(EmbeddingMethod):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         b, f = ids.shape
         store = self.store
-        addrs, sink = self._addresses(self.global_rows(ids).reshape(-1))
-        out = lookup(store.pool, store.opt_state, addrs, self.optim, sink)
+        addrs, sink, state_rows = self._addresses(self.global_rows(ids).reshape(-1))
+        out = lookup(store.pool, store.opt_state, addrs, self.optim, sink, state_rows)
         out = out.view(b, f, self.dim)
         if self.projection is not None:
             present = (addrs >= 0).view(b, f, self.num_chunks)
@@ -231,12 +233,13 @@ class Fiited(EmbeddingMethod):
     def embed_bags(self, occ) -> torch.Tensor:
         """Bags through the fused ``bag_lookup``: each occurrence's share of the pooled
         gradient updates its chunks, and its norms [N, K] go to the utility (one access each)."""
-        addrs, sink = self._addresses(occ.rows)
+        addrs, sink, state_rows = self._addresses(occ.rows)
         return bag_lookup(self.store.pool, self.store.opt_state, addrs, occ.offsets, self.optim,
-                          occ.weights, occ.mode, sink)
+                          occ.weights, occ.mode, sink, state_rows)
 
     def _addresses(self, rows: torch.Tensor):
-        """(addrs [N, K] of global ``rows``, -1 where absent; the utility sink or None)."""
+        """(addrs [N, K] of global ``rows``, -1 where absent; the utility sink or None; the
+        kernels' ``state_rows``: the entries, or None when Adagrad state is per slot)."""
         store = self.store
         entries = store.entries_of(rows, insert=self.training)      # direct: the rows
         if self.training and self.config.first_access_alloc and store.has_free():
@@ -258,7 +261,7 @@ class Fiited(EmbeddingMethod):
                 else:  # one nonzero for both selections (boolean indexing would run two)
                     keep = valid.nonzero().squeeze(1)
                     utility.accumulate(entries.index_select(0, keep), norms.index_select(0, keep))
-        return addrs, sink
+        return addrs, sink, store.state_rows(entries)
 
     def _first_access(self, entries: torch.Tensor) -> None:
         """Rows never seen (no chunk, zero utility) get chunks in position order: chunk 0 of
@@ -317,8 +320,9 @@ class Fiited(EmbeddingMethod):
     def memory(self) -> MemoryReport:
         uw, ut = self.uniform_reference()
         s = self.store
-        per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim)
-        per_entry = 8 * self.num_chunks
+        per_chunk = ChunkStore.bytes_per_chunk(self.chunk_width, self.optim, self.num_chunks)
+        per_entry = 8 * self.num_chunks + ChunkStore.state_bytes_per_entry(self.optim,
+                                                                          self.num_chunks)
         kept, entries = self._table_stats()
         chunks = s.group_cap.tolist() if self.policy.pool == "per_table" else kept.sum(1).tolist()
         per_table = {t.name: int(c) * per_chunk + int(e) * per_entry

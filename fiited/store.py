@@ -6,8 +6,12 @@ row (table-batched, ``r = table offset + id``) has is the index's business
 (``fiited.index.TableIndex``: ``direct`` or ``hashed``, chosen per table); rows without an
 entry read zeros and earn no utility until they get one.
 
-The pool ``[capacity, C]`` and its per-chunk optimizer state are allocated once, at the
-budget. Slots are handed out by a LIFO free stack per *group* (one group per table for
+The pool ``[capacity, C]`` and its optimizer state are allocated once, at the budget. Row-wise
+Adagrad's state is one float per slot (``accumulator: chunk``), or one per *entry* at K>1 with
+``accumulator: row`` (the logical row's accumulator, shared by its chunks; ``state_rows``
+gives the kernels each lookup's entry): it is reset when its entry goes from no chunk to some
+(a fresh row), kept while the entry holds any chunk, and moves with the entry when the hash
+table is rebuilt. Slots are handed out by a LIFO free stack per *group* (one group per table for
 ``pool: per_table``, one for ``pool: shared``; ``fiited.slots``): group g owns the slot range
 ``[group_start[g], group_start[g] + group_cap[g])`` and its stack lives in the same range of
 ``free_stack``, with ``free_top[g]`` free slots on it. One slot is one chunk: no fragmentation.
@@ -79,6 +83,7 @@ class ChunkStore(nn.Module):
         self.chunk_width = int(chunk_width)
         self.num_groups = len(group_caps)
         self.optim = optim
+        self.row_state = optim.per_logical_row(self.num_chunks)   # state per entry, not slot
         rows = torch.tensor([int(n) for n in table_rows], dtype=torch.int64)
         caps = torch.tensor([int(c) for c in group_caps], dtype=torch.int64)
         if bool((caps < 0).any()):
@@ -96,8 +101,9 @@ class ChunkStore(nn.Module):
         # Entry table and chunk pool.
         self.register_buffer("addr", torch.full((entries, self.num_chunks), -1, dtype=torch.int32))
         self.register_buffer("pool", torch.zeros(capacity, self.chunk_width))
-        self.register_buffer("opt_state", torch.full(
-            (capacity * optim.state_floats_per_row,), float(optim.initial_accumulator)))
+        states = entries if self.row_state else capacity * optim.state_floats_per_row
+        self.register_buffer("opt_state", torch.full((states,),
+                                                     float(optim.initial_accumulator)))
         self.register_buffer("free_stack", initial_stack(caps, starts))
         self.register_buffer("free_top", caps.clone())
         # Small geometry (non-persistent: derived from the config).
@@ -212,9 +218,21 @@ class ChunkStore(nn.Module):
         return self.index.table_key.index_select(0, tables)
 
     @staticmethod
-    def bytes_per_chunk(chunk_width: int, optim: SparseOptimConfig) -> int:
-        """Pool floats + optimizer state + one free-stack entry, per slot of capacity."""
-        return 4 * chunk_width + 4 * optim.state_floats_per_row + 4
+    def bytes_per_chunk(chunk_width: int, optim: SparseOptimConfig, num_chunks: int = 1) -> int:
+        """Pool floats + optimizer state (unless kept per entry) + one free-stack entry, per
+        slot of capacity."""
+        per_slot = 0 if optim.per_logical_row(num_chunks) else optim.state_floats_per_row
+        return 4 * chunk_width + 4 * per_slot + 4
+
+    @staticmethod
+    def state_bytes_per_entry(optim: SparseOptimConfig, num_chunks: int) -> int:
+        """Optimizer state kept per entry: one float32 with ``accumulator: row`` at K>1."""
+        return 4 if optim.per_logical_row(num_chunks) else 0
+
+    def state_rows(self, entries: torch.Tensor) -> torch.Tensor | None:
+        """The kernels' ``state_rows`` for lookups of ``entries`` (-1: none); None when the
+        state is per slot."""
+        return entries if self.row_state else None
 
     @staticmethod
     def bytes_per_entry(num_chunks: int, total_rows: int, index: str) -> int:
@@ -256,6 +274,9 @@ class ChunkStore(nn.Module):
         keep[gone - D] = False
         old, new = self.index.hashed.rebuild(keep, self.table_of_rows)
         move_rows(self.addr[D:], old, new, -1)
+        if self.row_state:  # the accumulators move with their entries
+            move_rows(self.opt_state[D:].unsqueeze(1), old, new,
+                      float(self.optim.initial_accumulator))
         return old.add_(D), new.add_(D)
 
     def _recount(self) -> None:
@@ -295,7 +316,7 @@ class ChunkStore(nn.Module):
                                           self.table_rows[tables])
         else:
             raise ValueError(f"unknown chunk init {init!r}; expected one of {INITS}")
-        if self.opt_state.numel():
+        if self.opt_state.numel() and not self.row_state:
             self.opt_state[slots] = float(self.optim.initial_accumulator)
 
     def allocate(self, flat: torch.Tensor, init: str, seed: int) -> torch.Tensor:
@@ -309,6 +330,10 @@ class ChunkStore(nn.Module):
         granted, slots = pop(self.free_stack, self.free_top, self.group_start,
                              self.group_of_entries(entries))
         got = flat[granted]
+        if self.row_state:  # entries that had no chunk start a fresh accumulator
+            owners = torch.div(got, self.num_chunks, rounding_mode="floor")
+            fresh = owners[(self.addr.index_select(0, owners) < 0).all(1)]
+            self.opt_state[fresh] = float(self.optim.initial_accumulator)
         self.addr.view(-1)[got] = slots.to(torch.int32)
         self.init_slots(slots, got, init, seed)
         self._count_chunks(got, +1)
@@ -376,10 +401,13 @@ class ChunkStore(nn.Module):
 
     # ---- resume ----------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
-        return {"version": 3}
+        return {"version": 3, "row_state": self.row_state}
 
     def set_extra_state(self, state: dict) -> None:
-        pass
+        if bool(state.get("row_state", False)) != self.row_state:
+            want = "row" if state.get("row_state", False) else "chunk"
+            raise ValueError(f"the checkpoint keeps row-wise Adagrad state per {want}: resume "
+                             f"with train.sparse_optimizer.accumulator={want}")
 
     def _after_load(self) -> None:
         self._sync_free()

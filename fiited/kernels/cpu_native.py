@@ -2,8 +2,8 @@
 
 Plain C++ (``cpu_native.cpp`` and ``cpu_native_rows.cpp``, beside this file) with a C ABI,
 loaded through ctypes: no torch headers, so a clean checkout compiles it on first use in a few
-seconds (about 6 s here), into a cache dir, never into the tree. ctypes drops the GIL during a call; the code spreads work over
-``threads`` std::threads itself.
+seconds (about 6 s here), into a cache dir, never into the tree. ctypes drops the GIL during a
+call; the code spreads work over ``threads`` std::threads itself.
 
 Update: a stable (parallel LSD radix) sort of (pool row, occurrence) pairs groups duplicates in
 occurrence order; then each thread takes whole segments, sums their gradient slices in that order (the
