@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fiited.interface import MethodConfig, TableSpec
+from fiited.interface import FeatureSpec, MethodConfig, TableSpec
 from fiited.jagged import Jagged
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
@@ -100,8 +100,6 @@ class TorchRecEmbeddings(nn.Module):
                  is_weighted: bool = False) -> None:
         super().__init__()
         torchrec = _torchrec()
-        from fiited.interface import FeatureSpec  # the bag contract (fiited.interface)
-
         tables = list(tables)
         if not tables:
             raise ValueError("TorchRecEmbeddings: no EmbeddingBagConfig given")
