@@ -16,6 +16,7 @@ from torch import nn
 
 from benchmark.model import DLRM, Head, ModelConfig, mlp
 from fiited.interface import EmbeddingMethod
+from fiited.jagged import Jagged
 
 STRUCTURES = ("stacked", "parallel")
 
@@ -48,8 +49,9 @@ class DCN(Head):
         logit_in = deep_out + (width if cfg.structure == "parallel" and self.deep else 0)
         self.logit = mlp([logit_in, 1], final_activation=False)
 
-    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        x0 = self.vectors(dense, ids)[0].flatten(1)                  # [B, (F+1)*D]
+    def forward(self, dense: torch.Tensor, ids: torch.Tensor,
+                bags: Jagged | None = None) -> torch.Tensor:
+        x0 = self.vectors(dense, ids, bags)[0].flatten(1)            # [B, (F+1)*D]
         x = x0
         for layer in self.cross:
             x = layer(x0, x)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fiited.interface import EmbeddingMethod
+from fiited.jagged import Jagged
 
 
 @dataclass
@@ -42,7 +43,8 @@ def mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
 
 class Head(nn.Module):
     """What every model head shares: the embedding method as a submodule and the bottom MLP
-    that turns the dense features into one more D-vector beside the F embeddings."""
+    that turns the dense features into one more D-vector beside the F embeddings (F counts the
+    method's bag features too: ``forward(dense, ids, bags=None)``)."""
 
     def __init__(self, cfg: ModelConfig, num_dense: int, embeddings: EmbeddingMethod) -> None:
         super().__init__()
@@ -57,10 +59,11 @@ class Head(nn.Module):
     def dense_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def vectors(self, dense: torch.Tensor, ids: torch.Tensor
+    def vectors(self, dense: torch.Tensor, ids: torch.Tensor, bags: Jagged | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """([B, n, D]: bottom(dense), if any, then the embeddings; bottom(dense) [B, D] or None)."""
-        emb = self.embeddings(ids)                                   # [B, F, D]
+        """([B, n, D]: bottom(dense), if any, then the embeddings (one-hot features, then bag
+        features); bottom(dense) [B, D] or None). One-hot-only calls are exactly as before."""
+        emb = self.embeddings(ids) if bags is None else self.embeddings(ids, bags)  # [B, F, D]
         if self.bottom is None:
             return emb, None
         x = self.bottom(dense)                                       # [B, D]
@@ -83,8 +86,9 @@ class DLRM(Head):
             top_in = n_vec * d
         self.top = mlp([top_in, *cfg.top_mlp, 1], final_activation=False)
 
-    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        t, x = self.vectors(dense, ids)                              # [B, n, D]
+    def forward(self, dense: torch.Tensor, ids: torch.Tensor,
+                bags: Jagged | None = None) -> torch.Tensor:
+        t, x = self.vectors(dense, ids, bags)                        # [B, n, D]
         if self.cfg.interaction == "dot":
             z = torch.bmm(t, t.transpose(1, 2))[:, self.li, self.lj]
             top_in = torch.cat([x, z], dim=1) if x is not None else z

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import checkpoint
-from benchmark.batch_inputs import check_takes_bags, model_inputs
+from benchmark.batch_inputs import (bag_values, check_distributed, check_takes_bags,
+                                    feature_specs, model_inputs)
 from benchmark.data.format import DatasetError, PreparedDataset, open_dataset
 from benchmark.data.loader import BatchLoader
 from benchmark.errors import UserError
@@ -28,7 +29,7 @@ from benchmark.metrics import eval_metrics, percentile_ms
 from benchmark.dcn import build_head
 from benchmark.model import DLRM, ModelConfig
 from benchmark.peak import PeakMeter, peak_rss_bytes, warm_up  # noqa: F401 (re-exported)
-from fiited.interface import EmbeddingMethod, TableSpec
+from fiited.interface import EmbeddingMethod
 from fiited.optim import SparseOptimConfig
 from fiited.registry import build_method
 
@@ -145,7 +146,8 @@ class Trainer:
         seed_everything(int(cfg.seed))
         self.data = load_data(cfg.data, self.launch_dir)
         m = self.data.manifest
-        self.tables = [TableSpec(n, int(c)) for n, c in zip(m.feature_names, m.cardinalities)]
+        check_distributed(m, bool(tc.get("distributed", False)))
+        self.tables, self.features = feature_specs(m)
         self.sparse_opt = SparseOptimConfig(**OmegaConf.to_container(tc.sparse_optimizer))
         self.model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
         warm_up(self.device)
@@ -182,9 +184,14 @@ class Trainer:
     def build_embeddings(self) -> EmbeddingMethod:
         method_cfg = OmegaConf.to_container(self.cfg.method, resolve=True)
         emb = build_method(method_cfg, self.tables, self.model_cfg.dim, self.sparse_opt,
-                           seed=int(self.cfg.seed))
+                           seed=int(self.cfg.seed), features=self.features)
         if getattr(emb, "needs_train_ids", False):   # e.g. freq_filter's counting pass
-            emb.prepare(self.train_ids())
+            ids = self.train_ids()
+            if self.features is None:
+                emb.prepare(ids)
+            else:
+                lo = self.data.manifest.splits["train"][0]
+                emb.prepare(ids, bag_values(self.data, lo, lo + len(ids)))
         return emb
 
     def train_ids(self):
