@@ -21,8 +21,8 @@ Genres (``--genres``):
 History (``--history H``, default none): a bag feature ``history`` of the last H items (ids of
 the ``item_id`` table, oldest first) the user rated strictly before this row's timestamp, taken
 from TRAINING rows only, so no validation or test row is in any row's history (it is built after
-the split; a row's own rating is never in it). Pooling mean. Both bags need every method to take
-bag features (``forward(ids, bags)``).
+the split; a row's own rating is never in it). Pooling mean; the trainer lets it share the
+``item_id`` table with the one-hot item feature.
 
 Split: ``random`` (default; seeded shuffle) or ``time`` (sorted by timestamp), 8:1:1.
 Ratings are streamed; side tables (at most tens of thousands of lines) are read whole.
