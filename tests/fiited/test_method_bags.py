@@ -80,7 +80,7 @@ def test_bags_of_length_one_train_like_the_one_hot_path(name, optim):
         w = torch.randn(32, 3, DIM, generator=gen)
         a = plain(ids)
         b = bagged(ids[:, :0], Jagged.from_dense(ids, names))
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+        assert torch.equal(b, a), (name, n)        # a bag of one pools exactly (x + 0, x / 1)
         step(plain, a, w, n)
         step(bagged, b, w, n)
         if n == 4:
@@ -88,7 +88,7 @@ def test_bags_of_length_one_train_like_the_one_hot_path(name, optim):
             bagged.on_train_end()
     sa, sb = state(plain), state(bagged)
     assert sa.keys() == sb.keys()
-    for k in sa:
+    for k in sa:                                     # bit-identical on CPU today; allow rounding
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-6, atol=1e-7, msg=f"{name}: {k}")
 
 
