@@ -120,8 +120,9 @@ class EmbeddingMethod(nn.Module):
         """Table offset of each one-hot column and of each bag feature, on ``device``."""
         if device not in self._shifts:
             off = self.table_offsets.to(device)
-            pick = lambda t: off[torch.tensor(t, dtype=torch.int64, device=device)]  # noqa: E731
-            self._shifts[device] = pick(self.onehot_tables), pick(self.bag_tables)
+            self._shifts[device] = tuple(
+                off[torch.tensor(t, dtype=torch.int64, device=device)]
+                for t in (self.onehot_tables, self.bag_tables))
         return self._shifts[device]
 
     # ---- the interface -------------------------------------------------------------------
@@ -136,14 +137,11 @@ class EmbeddingMethod(nn.Module):
         return len(self.onehot_features)
 
     def forward(self, ids: torch.Tensor, bags: Jagged | None = None) -> torch.Tensor:
-        if bags is None and self.plain:
-            if self.validate_ids:
-                self.check_ids(ids)
-            out = self.embed(ids.long())
-            return out
         if self.validate_ids:
             self.check_ids(ids)
-        self.check_bags(bags, ids.shape[0] if isinstance(ids, torch.Tensor) else 0)
+        if bags is None and self.plain:
+            return self.embed(ids.long())
+        self.check_bags(bags, ids.shape[0])
         occ = merge(ids, bags, *self._column_shifts(ids.device), self.bag_modes)
         return self.embed_bags(occ).view(occ.batch_size, occ.num_columns, self.dim)
 
