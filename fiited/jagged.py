@@ -135,8 +135,8 @@ class Occurrences:
     """Every id of a batch as bags over C = F1 + Fm columns (one-hot columns first, as bags of
     one), row-major: bag ``b*C + c``; ``rows`` are global pool rows (id + its table's offset).
 
-    One set, so that one lookup (one fused update, duplicates coalesced across features and
-    tables) serves the whole batch. Mixed pooling is folded into ``weights`` (mean = sum with
+    One set, so that one lookup (one fused update, a row's occurrences coalesced across all the
+    features that read its table) serves the whole batch. Mixed pooling is folded into ``weights`` (mean = sum with
     w/len), so one ``mode`` holds for every bag.
     """
 
@@ -183,7 +183,7 @@ def merge(ids: torch.Tensor, bags: Jagged | None, onehot_shift: torch.Tensor,
     torch.cumsum(lens, 0, out=offsets[1:])
     n = b * f1 + nb
     pos_b = torch.arange(nb, device=dev) + f1 * (bag_n // fm + 1)
-    starts = bags.offsets[:-1:fm][:b] if fm else torch.zeros(b, dtype=torch.long, device=dev)
+    starts = bags.offsets[:-1:fm]            # where each row's bag values begin [B]
     pos_oh = ((starts + torch.arange(b, device=dev) * f1).unsqueeze(1)
               + torch.arange(f1, device=dev)).reshape(-1)
     rows = torch.empty(n, dtype=torch.long, device=dev)
