@@ -65,7 +65,7 @@ def run_job(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> dict[str, Any]:
             "git_commit": git_commit(REPO_DIR), "torch_version": torch.__version__,
             "device": str(trainer.device), "experiment": tc.experiment,
             "kernel_backend": _backend(trainer.device), "run_dir": str(run_dir),
-        })
+        }, run_dir=run_dir)
         summary = trainer.fit()
     except BaseException as e:
         if in_sweep() and is_infeasible(e):

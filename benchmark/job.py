@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig
 
@@ -20,6 +20,18 @@ log = logging.getLogger(__name__)
 PARENT_ENV = "FIITED_PARENT_RUN_ID"   # set by the sweep callback for the jobs it launches
 SKIPPED_FILE = "skipped.txt"          # a job dir's note: not run, and why
 REUSED_FILE = "reused.txt"
+CONFIG_ARTIFACT = "config.yaml"       # the whole resolved config, on every run
+METHOD_DIR = Path(__file__).resolve().parent.parent / "conf" / "method"
+# The params a person compares between two runs (the compare view lists every param, and its
+# plot opens on the first three that differ, sorted): the method's headline knobs and those it
+# sets off its conf/method default, the setup's few headline keys, a tuning trial's keys, and
+# whatever the command line or sweep overrode. The whole config is the config.yaml artifact.
+METHOD_KEYS = ("name", "budget", "num_chunks", "utility", "gamma", "sample_frac", "thresholds",
+               "padding")   # the ones reports group by (reports/runs.py CONFIG_FIELDS)
+COMPARED_KEYS = frozenset({
+    "seed", "data.name", "model.name", "model.dim", "train.batch_size", "train.epochs",
+    "train.max_steps", "train.dense_optimizer", "train.dense_lr", "train.sparse_optimizer.name",
+    "train.sparse_optimizer.lr", "train.embedding_l2", *(f"method.{k}" for k in METHOD_KEYS)})
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -52,13 +64,13 @@ def open_run(cfg: DictConfig, run_dir: Path, launch_dir: Path, uri: str, artifac
              flat: Mapping[str, str], enabled: bool):
     """(tracker, reused summary or None). Marks this experiment's lost runs KILLED first; in a
     sweep, a config that already FINISHED is not run again unless ``sweep.rerun=true``."""
-    from benchmark.run_state import (CONFIG_TAG, RESUMED_FROM_TAG, config_fingerprint,
-                                     finished_run, mark_lost, run_of_dir)
+    from benchmark.run_state import (CONFIG_TAG, RESUMED_FROM_TAG, SETUP_TAG, config_fingerprint,
+                                     finished_run, mark_lost, run_of_dir, setup_fingerprint)
     from benchmark.tracking import Tracker, prepare_store
 
     tc = cfg.tracking
     fingerprint = config_fingerprint(flat)
-    tags: dict[str, Any] = {CONFIG_TAG: fingerprint}
+    tags: dict[str, Any] = {CONFIG_TAG: fingerprint, SETUP_TAG: setup_fingerprint(flat)}
     if enabled:
         from mlflow import MlflowClient
 
@@ -103,12 +115,63 @@ def _reuse(client, run, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def describe_run(tracker, cfg: DictConfig, manifest, data_path: str, flat: Mapping[str, str],
-                 extra_tags: Mapping[str, Any]) -> None:
-    """Params, filter tags (method, budget, K, dataset, seed ...) and the dataset input."""
-    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+def compared_params(flat: Mapping[str, str], overridden: Iterable[str] = (),
+                    scale: str | None = None) -> dict[str, str]:
+    """The params to log: see ``COMPARED_KEYS``. ``overridden`` are Hydra override strings
+    (``+a.b=1``, ``method=qr``); a group choice (no such key) adds nothing, its name is already
+    a param (``method.name``, ``data.name``, ``model.name``)."""
+    from benchmark.run_state import VOLATILE_PREFIXES
 
-    tracker.log_params(flat)
+    keys = {k.lstrip("+~").split("=", 1)[0] for k in overridden}
+    keys = {k for k in keys if not k.startswith(VOLATILE_PREFIXES)}  # where, not what, is run
+    # a tuning trial's searched keys: tune.space.<group>.<key> -> <key>
+    keys |= {k.split(".", 3)[3] for k in flat if k.startswith("tune.space.") and k.count(".") >= 3}
+    defaults = method_defaults(flat.get("method.name", ""))
+    out = {k: v for k, v in flat.items()
+           if k in COMPARED_KEYS or k in keys
+           or (k.startswith("method.") and defaults.get(k) != v)
+           or (k.startswith("tune.") and not k.startswith("tune.space."))}
+    if scale is not None:
+        out["scale"] = scale
+    return out
+
+
+def method_defaults(name: str) -> dict[str, str]:
+    """conf/method/<name>.yaml flattened like the run's params ({} for an unknown name)."""
+    from omegaconf import OmegaConf
+
+    from benchmark.tracking import flatten
+
+    path = METHOD_DIR / f"{name}.yaml"
+    if not name or not path.is_file():
+        return {}
+    return flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=True), "method.")
+
+
+def _hydra_overrides() -> tuple[list[str], str | None]:
+    """(this job's override strings, its scale preset), empty outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return [], None
+    hc = HydraConfig.get()
+    return list(hc.overrides.task), hc.runtime.choices.get("scale")
+
+
+def describe_run(tracker, cfg: DictConfig, manifest, data_path: str, flat: Mapping[str, str],
+                 extra_tags: Mapping[str, Any], run_dir: Path | None = None) -> None:
+    """Compared params, the whole config as an artifact, filter tags (method, budget, K,
+    dataset, seed ...) and the dataset input."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+    from omegaconf import OmegaConf
+
+    overridden, scale = _hydra_overrides()
+    tracker.log_params(compared_params(flat, overridden, scale))
+    if run_dir is not None and tracker.enabled:  # failed runs too; train.py rewrites it at the end
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / CONFIG_ARTIFACT
+        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        tracker.log_artifacts([path])
     tags = {"method": cfg.method.name, "budget": cfg.method.get("budget", 1.0),
             "budget_label": fraction(float(cfg.method.get("budget", 1.0))),
             "seed": cfg.seed, "dataset": manifest.name,

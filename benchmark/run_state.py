@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "fiited.host", "fiited.pid", "fiited.heartbeat"
 CONFIG_TAG = "fiited.config"          # fingerprint of the result-relevant resolved config
+SETUP_TAG = "fiited.setup"            # fingerprint of its data/model/train part (not logged
+                                      # as params in full): may one run be another's reference?
 LOST_TAG = "fiited.lost"              # why a RUNNING run was marked KILLED by someone else
 RESUMED_FROM_TAG = "fiited.resumed_from"
 HEARTBEAT_S = 30.0
@@ -170,6 +173,17 @@ def config_fingerprint(flat_params: Mapping[str, str]) -> str:
     """The same training config (seed included) -> the same fingerprint, wherever it is logged."""
     keep = {k: v for k, v in flat_params.items()
             if k not in VOLATILE_KEYS and not k.startswith(VOLATILE_PREFIXES)}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_SETUP = ("data.", "model.", "train.")
+_NOT_SETUP = re.compile(r"(^|\.)seed$|(^|\.)\w*(dir|path|file|uri)$")  # where, not what
+
+
+def setup_fingerprint(flat_params: Mapping[str, str]) -> str:
+    """Runs trained on the same data, model and recipe share it, whatever their method or seed."""
+    keep = {k: v for k, v in flat_params.items()
+            if k.startswith(_SETUP) and k not in VOLATILE_KEYS and not _NOT_SETUP.search(k)}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

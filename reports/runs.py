@@ -42,7 +42,7 @@ SEED_FIELD = ("seed", "seed")
 FLOAT_FIELDS = frozenset({"budget", "gamma", "sample_frac"})
 INT_FIELDS = frozenset({"K", "dim", "seed"})
 KEPT_TAGS = ("dataset_fingerprint", "git_commit", "torch_version", "device", "experiment",
-             "fiited.config", "fiited.resumed_from")
+             "fiited.config", "fiited.setup", "fiited.resumed_from")
 SWEEP_TAG = "fiited.sweep"  # a sweep's parent run: no training of its own, not a row
 
 FINAL_METRICS = (
@@ -162,6 +162,8 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> RunTable:
 # Params that must agree before a uniform run of another experiment may serve as this one's
 # reference: the data, the model and how it is trained (not method knobs, seeds, bookkeeping).
 _SETUP = re.compile(r"^(data|model|train)\.")
+SETUP_COLUMN = "tag.fiited.setup"  # their fingerprint over every data/model/train key
+_UNLOGGED = frozenset({"(not logged)", "(empty)"})
 
 
 def _is_uniform_reference(frame: pd.DataFrame) -> pd.Series:
@@ -190,14 +192,25 @@ def with_reference(table: RunTable, reference: RunTable) -> RunTable:
     keys = sorted({c for c in (*own.columns, *ref.columns)
                    if (_SETUP.match(c) and not _NOT_CONFIG.search(c))
                    or c == "tag.dataset_fingerprint"})
+    # Runs that carry the setup fingerprint log only some setup keys as params (those a command
+    # line overrode among them): a key one side lacks is left to the fingerprint.
+    fingerprinted = all(SETUP_COLUMN in f and f[SETUP_COLUMN].notna().all() for f in (own, ref))
     for key in keys:
         ours = _values(own, key)
         theirs = _values(ref, key)
+        if fingerprinted and _UNLOGGED & (ours | theirs):
+            continue
         if ours != theirs:
             raise ReportError(
                 f"reference experiment {reference.experiment!r} is not comparable: {key} is "
                 f"{_show(theirs)} in its uniform runs but {_show(ours)} in "
                 f"{table.experiment!r}")
+    # the data/model/train keys not logged as params (each run's config.yaml has them all)
+    if _values(own, SETUP_COLUMN) != _values(ref, SETUP_COLUMN):
+        raise ReportError(
+            f"reference experiment {reference.experiment!r} is not comparable: its uniform runs "
+            f"were trained with other data/model/train settings than {table.experiment!r} "
+            f"({SETUP_COLUMN} differs; compare the runs' config.yaml artifacts)")
     borrowed = ref.assign(**{"tag.reference_experiment": reference.experiment})
     # Their speed was measured under another sweep's load: kept out of every speed figure.
     borrowed[[c for c in borrowed.columns if c.startswith("perf/")]] = np.nan
@@ -325,7 +338,9 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
         and not _NOT_CONFIG.search(c)]
     by_method = done.groupby("method", dropna=False)
     for c in candidates:
-        if c in done and by_method[c].nunique(dropna=True).gt(1).any():
+        # a method knob is logged only where it is off its default: absent is a value too
+        dropna = not c.startswith("method.")
+        if c in done and by_method[c].nunique(dropna=dropna).gt(1).any():
             cols.append(c)
     return cols
 

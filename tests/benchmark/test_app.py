@@ -19,32 +19,31 @@ def job_runs(runs):
     return runs[runs["tags.fiited.sweep"].ne("parent")] if "tags.fiited.sweep" in runs else runs
 
 
-def test_single_run_logs_params_metrics_tags_and_artifacts(run_app, tmp_path):
-    proc = run_app("method=uniform", "method.budget=0.5", "train.epochs=1",
-                   "tracking.experiment=e2e")
-    assert "val NE" in proc.stdout  # the summary table ends the run
-    runs = _runs(tmp_path, "e2e")
+def test_single_run_logs_params_metrics_tags_and_artifacts(smoke_store):
+    # fiited-bench method=uniform method.budget=0.5 scale=smoke (the shared smoke store)
+    assert "val NE" in smoke_store.single.stdout  # the summary table ends the run
+    client, _, runs = smoke_store.runs("single")
     assert len(runs) == 1
-    run = runs.iloc[0]
-    assert run["status"] == "FINISHED"
-    assert run["params.method.name"] == "uniform"
-    assert float(run["params.method.budget"]) == 0.5
-    assert run["tags.method"] == "uniform"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method.name"] == "uniform"
+    assert float(run.data.params["method.budget"]) == 0.5
+    tags = run.data.tags
+    assert tags["method"] == "uniform"
     for tag in ("dataset_fingerprint", "git_commit", "torch_version", "device"):
-        assert run[f"tags.{tag}"]
-    summary_path = next((tmp_path / "outputs").rglob("summary.json"))
+        assert tags[tag]
+    summary_path = next((smoke_store.root / "outputs" / "single").rglob("summary.json"))
     summary = json.loads(summary_path.read_text())
     for name in ("val/ne", "val/auc", "test/ne", "mem/total_bytes", "mem/train_peak_bytes",
                  "perf/train_samples_per_s", "perf/step_ms_p50", "bayes_ne"):
-        assert run[f"metrics.{name}"] == pytest.approx(summary[name])
+        assert run.data.metrics[name] == pytest.approx(summary[name])
     # half the width -> half the weight bytes of uniform, and the ledger says so
     assert summary["mem/compression"] == pytest.approx(2.0)
     # a trained model lands between the generator's own quality limit and the base rate
     assert summary["bayes_ne"] < summary["test/ne"] < 1.0
-    client = mlflow.MlflowClient()
-    artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.json", "memory.json", "config.yaml"} <= artifacts
-    history = client.get_metric_history(run["run_id"], "train/loss")
+    history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) >= 2 and all(h.step > 0 for h in history)
 
 

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import REPO
+from tests.benchmark.conftest import REPO
 
 EXP = yaml.safe_load((REPO / "conf" / "experiment" / "compare_datasets.yaml").read_text())
 DATASETS = EXP["hydra"]["sweeper"]["params"]["data"].split(",")

@@ -4,6 +4,8 @@ MlflowClient: parents and children, datasets and tags, skipped cases, re-runs, s
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from benchmark.callbacks import progress_line
 from benchmark.run_state import (CONFIG_TAG, HEARTBEAT_TAG, HOST_TAG, LOST_TAG, PID_TAG,
-                                 RESUMED_FROM_TAG, mark_lost, process_tags)
+                                 RESUMED_FROM_TAG, SETUP_TAG, mark_lost, process_tags)
 from benchmark.tracking import prepare_store
 
 pytestmark = pytest.mark.slow
@@ -38,16 +41,12 @@ def _runs(tmp_path, experiment):
     return client, exp, client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(run_app, tmp_path,
-                                                                           smoke_data):
-    proc = run_app("method=fiited", "scale=smoke", smoke_data, "tracking.experiment=single",
-                   tiny=False)
-    assert "val NE" in proc.stdout
-    proc = run_app("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke",
-                   smoke_data, "tracking.experiment=grid", tiny=False)
+def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(smoke_store, tmp_path):
+    assert "val NE" in smoke_store.single.stdout
+    proc = smoke_store.sweep
     assert "4 finished runs" in proc.stdout
     assert "[sweep] 4/4 done, 0 failed" in proc.stderr  # the launcher-side progress line
-    client, exp, runs = _runs(tmp_path, "grid")
+    client, exp, runs = smoke_store.runs("grid", children_only=False)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     parents = [r for r in runs if r.data.tags.get("fiited.sweep") == "parent"]
     children = [r for r in runs if r not in parents]
@@ -69,17 +68,67 @@ def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(run_ap
         assert inp.dataset.name == "synthetic_criteo"
         assert inp.dataset.digest == tags["dataset_fingerprint"][:36]
         assert '"train_rows": ' in inp.dataset.profile and "criteo" in inp.dataset.source
-    # the same sweep again runs nothing: every config already FINISHED
-    proc = run_app("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke",
-                   smoke_data, "tracking.experiment=grid", tiny=False)
+        assert not [k for k in r.data.metrics if k.startswith("system/")]  # not asked for
+    # the same sweep again (on a copy of the store) runs nothing: every config already FINISHED
+    shutil.copy(smoke_store.root / "mlflow.db", tmp_path / "mlflow.db")
+    again = ("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke",
+             smoke_store.data, "tracking.experiment=grid")
+    proc = _run(tmp_path, *again)
     assert "4 finished runs" in proc.stdout and "4 already finished" in proc.stderr
-    _, _, again = _runs(tmp_path, "grid")
-    assert len([r for r in again if "fiited.sweep" not in r.data.tags]) == 4
+    assert len(_statuses(tmp_path, "grid")) == 4
     # ... unless asked
-    run_app("-m", "method=uniform", "method.budget=0.5", "scale=smoke", smoke_data,
-            "tracking.experiment=grid", "sweep.rerun=true", tiny=False)
-    _, _, third = _runs(tmp_path, "grid")
-    assert len([r for r in third if "fiited.sweep" not in r.data.tags]) == 5
+    _run(tmp_path, "-m", "method=uniform", "method.budget=0.5", "scale=smoke", smoke_store.data,
+         "tracking.experiment=grid", "sweep.rerun=true")
+    assert len(_statuses(tmp_path, "grid")) == 5
+
+
+def test_params_are_what_one_compares_and_the_whole_config_is_an_artifact(smoke_store):
+    client, _, runs = smoke_store.runs("grid")
+    setup = {"seed", "scale", "data.name", "model.name", "model.dim", "train.batch_size",
+             "train.epochs", "train.max_steps", "train.dense_optimizer", "train.dense_lr",
+             "train.sparse_optimizer.name", "train.sparse_optimizer.lr", "train.embedding_l2",
+             "data.path"}    # data.path: the command line set it
+    knobs = {"method.name", "method.budget"}
+    fiited = knobs | {"method.num_chunks", "method.utility", "method.gamma", "method.sample_frac",
+                      "method.thresholds", "method.padding"}
+    for r in runs:
+        params = r.data.params
+        want = setup | (fiited if params["method.name"] == "fiited" else knobs)
+        assert set(params) == want, sorted(set(params) ^ want)
+        assert params["scale"] == "smoke" and params["train.max_steps"] == "40"
+        path = client.download_artifacts(r.info.run_id, "config.yaml", str(smoke_store.root /
+                                                                             r.info.run_id))
+        cfg = OmegaConf.load(path)   # everything else: generator, intervals, every knob
+        assert cfg.data.synthetic.rows == 24000 and cfg.train.log_every == 10
+        assert params["method.name"] != "fiited" or cfg.method.admission_sketch == 1.0
+    # one data/model/train setup whatever the method, budget or launch
+    _, _, single = smoke_store.runs("single")
+    assert len({r.data.tags[SETUP_TAG] for r in [*runs, *single]}) == 1
+    assert len({r.data.tags[CONFIG_TAG] for r in runs}) == 4
+
+
+def _documented_metrics() -> list[re.Pattern]:
+    """The README's metric table: each backticked name, ``{k}``-style parts and ``*`` as
+    wildcards."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| metric | what it is |"):].split("\n\n", 1)[0]
+    names = [n for row in table.splitlines()[2:] for n in re.findall(r"`([^`]+)`",
+                                                                     row.split("|")[1])]
+    assert len(names) > 40
+    return [re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(n)).replace(r"\*", ".+") + "$")
+            for n in names]
+
+
+def test_every_metric_a_smoke_run_logs_is_documented(smoke_store):
+    documented = _documented_metrics()
+    logged = set()
+    for experiment in ("single", "grid"):
+        _, _, runs = smoke_store.runs(experiment)
+        logged |= {k for r in runs for k in r.data.metrics}
+    assert {"val/ne", "mem/total_bytes", "prune/kept/C1", "prune/kept_frac_pos3"} <= logged
+    missing = sorted(k for k in logged if not any(p.match(k) for p in documented))
+    assert not missing, f"metrics logged but not in the README's table: {missing}"
+    assert not any(p.match("val/nee") or p.match("prune/kept/C1/x") for p in documented)
 
 
 def test_compare_at_smoke_scale_skips_what_cannot_exist_and_exits_0(run_app, tmp_path,
@@ -110,6 +159,13 @@ def _app(*args) -> list[str]:
 
 def _env():
     return dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+
+
+def _run(cwd, *args) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_app(*args), cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def _statuses(tmp_path, experiment):
@@ -221,11 +277,8 @@ def test_progress_line_counts_and_estimates():
 
 
 def test_system_metrics_on_request(run_app, tmp_path, smoke_data):
+    # long enough for MLflow's sampler (every 2 s) to log; runs without it: the smoke store's
     run_app("method=uniform", "scale=smoke", smoke_data, "train.system_metrics=true",
             "train.epochs=8", "train.max_steps=560", "tracking.experiment=sysm", tiny=False)
     (run,) = _statuses(tmp_path, "sysm")
     assert "system/cpu_utilization_percentage" in run.data.metrics
-    run_app("method=uniform", "scale=smoke", smoke_data, "train.max_steps=20",
-            "tracking.experiment=nosysm", tiny=False)
-    (plain,) = _statuses(tmp_path, "nosysm")
-    assert not [k for k in plain.data.metrics if k.startswith("system/")]

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from benchmark.config import register_configs
 from benchmark.errors import UserError
 from benchmark.tune import apply_tuned, case_overrides, search_space, write_best
-from conftest import CONF_DIR, REPO
+from tests.benchmark.conftest import CONF_DIR, REPO
 
 TUNE = yaml.safe_load((REPO / "conf" / "experiment" / "tune.yaml").read_text())
 CASES = TUNE["hydra"]["sweeper"]["params"]["tune.case"].split(",")
