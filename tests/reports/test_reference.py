@@ -94,3 +94,25 @@ def test_cli_report_says_where_the_reference_came_from(ref_store, tmp_path):
         code = main(["--experiment", "k_only", "--tracking-uri", ref_store, "--out",
                      str(tmp_path / "bad"), "--no-notebook", "--reference", "other_batch"])
     assert code == 2 and "train.batch_size" in err.getvalue()
+
+
+def test_the_setup_fingerprint_decides_what_params_do_not_show(tmp_path):
+    """Runs log a setup key as a param only where a command line set it; the ``fiited.setup``
+    tag (every data/model/train key) then decides: same fingerprint -> borrowed, other -> no."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    rng = np.random.default_rng(5)
+    plan = {"ablation": ("fiited", 0.1, "a", {"train.warmup_steps": 20}),
+            "same": ("uniform", 1.0, "a", {}), "other": ("uniform", 1.0, "b", {})}
+    for i, (name, (method, budget, setup, extra)) in enumerate(plan.items()):
+        exp = client.create_experiment(name, artifact_location=(tmp_path / name).as_uri())
+        for seed in (0, 1):
+            p = {**_params(method, budget, None, seed, 10 * i + seed), **extra}
+            rid = _log_run(client, exp, p, _final_metrics(method, budget, p, rng))
+            client.set_tag(rid, "fiited.setup", setup)
+    data = load_report_data("ablation", uri, reference="same")
+    assert set(data.runs.complete["method"]) == {"fiited", "uniform"}
+    with pytest.raises(ReportError, match=r"other data/model/train settings .*config\.yaml"):
+        load_report_data("ablation", uri, reference="other")
