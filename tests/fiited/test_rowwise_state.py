@@ -163,3 +163,21 @@ def test_resume_with_the_other_accumulator_is_refused_by_name():
     c = fiited(ROW, num_chunks=2)
     c.load_state_dict(a.state_dict())
     assert torch.equal(c.store.opt_state, a.store.opt_state)
+
+
+def test_hashed_training_with_events_keeps_the_state_coherent():
+    """Hashed index, events that drop entries and regrow chunks: the state stays one float per
+    entry, finite, and equal to the initial value on every slot that holds no live entry."""
+    m = fiited(ROW, budget=0.3, num_chunks=4, index="hashed", index_reserve=0.3,
+               schedule={"warmup": [2], "interval": 2})
+    for step, (ids, w) in enumerate(batches(10, seed=2), start=1):
+        (m(ids) * w).sum().backward()
+        m.on_step(step)
+    store = m.store
+    assert m.events >= 4 and store.opt_state.numel() == store.num_entries
+    assert torch.isfinite(store.opt_state).all() and (store.opt_state >= 0).all()
+    empty = (store.keys < 0).nonzero().view(-1) + store.index.D
+    assert (store.opt_state[empty] == 0).all()
+    held = (store.addr >= 0).any(1)
+    assert (store.opt_state[held] > 0).any()
+    store.check_invariants()
