@@ -16,10 +16,7 @@ The update is sort-based, so a fixed input always gives the same bits (no float 
 
 One host sync per update (the largest row, for the range check, and the count of absent ones).
 
-Adagrad state per logical row (``state_rows``): the same pipeline, run as SGD (lr 1) on a
-scratch table of one [K*C] row per distinct state row, sums the gradients of each logical row
-deterministically; ``_row_apply_kernel`` then grows each row's accumulator by the mean of g^2
-over its present chunks and steps them all (one program per logical row). Norms: torch ops.
+Adagrad state per logical row (``state_rows``): ``triton_rows.py``, on this pipeline.
 
 Bags (multi-hot): ``_bag_gather_kernel`` pools each (bag, chunk) in one program; the bag update
 is the same sort-based pipeline, ``_share`` reading occurrence n*K + k's gradient as
@@ -216,30 +213,6 @@ def _finish_kernel(owner_ptr, keys_ptr, head_ptr, tail_ptr, pool_ptr, state_ptr,
                    eps, ADAGRAD)
 
 
-@triton.jit
-def _row_apply_kernel(sums_ptr, rep_ptr, srow_ptr, pool_ptr, state_ptr, W, C, K, lr, eps,
-                      BLOCK_W: tl.constexpr):
-    """Logical row u: ``sums`` holds minus its summed gradient [W = K*C], ``rep`` its chunks'
-    pool rows [K] (-1 absent), ``srow`` its state row (-1: none, skipped)."""
-    u = tl.program_id(0).to(tl.int64)
-    srow = tl.load(srow_ptr + u).to(tl.int64)
-    if srow >= 0:
-        cols = tl.arange(0, BLOCK_W)
-        cmask = cols < W
-        chunk = cols // C
-        row = tl.load(rep_ptr + u * K + chunk, mask=cmask, other=-1).to(tl.int64)
-        present = cmask & (row >= 0)
-        g = -tl.load(sums_ptr + u * W + cols, mask=present, other=0.0)
-        width = tl.sum(present.to(tl.float32), axis=0)
-        if width > 0:
-            st = tl.load(state_ptr + srow) + tl.sum(g * g, axis=0) / width
-            tl.store(state_ptr + srow, st)
-            ptrs = pool_ptr + row * C + (cols - chunk * C)
-            w = tl.load(ptrs, mask=present, other=0.0).to(tl.float32)
-            w = w - g * (lr / (tl.sqrt(st) + eps))
-            tl.store(ptrs, w.to(pool_ptr.dtype.element_ty), mask=present)
-
-
 def _check_rows(flat: torch.Tensor, max_row: int, num_rows: int) -> None:
     if max_row >= num_rows:
         raise out_of_range(flat, int(torch.nonzero(flat >= num_rows)[0, 0]), num_rows)
@@ -292,7 +265,8 @@ def backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Tensor,
         if n * k == 0 or c == 0:
             return norms.zero_()
         grad = grad.contiguous()
-        _row_update(pool, state, rows, state_rows, grad, opt, (grad, grad, 1, False, False))
+        from fiited.kernels.triton_rows import row_update
+        row_update(pool, state, rows, state_rows, grad, opt, (grad, grad, 1, False, False))
         return norms.copy_(chunk_norms(grad, k))
     check_state(state, opt, p)
     if n * k == 0 or c == 0:
@@ -335,27 +309,6 @@ def _update(pool, state, flat, grad, opt, norms, bag_args) -> torch.Tensor:
     _finish_kernel[(tiles,)](owner, keys, head, tail, *args, ADAGRAD=adagrad, T=tile,
                              BLOCK_P=block_p, BLOCK_C=block_c)
     return norms
-
-
-def _row_update(pool, state, rows, state_rows, grad, opt, bag_args) -> None:
-    """Per-logical-row Adagrad: sums per distinct state row by the sorted SGD pipeline on a
-    scratch table (``bag_args`` of ``_share`` at width K*C, K=1), then one program per row."""
-    n, k = rows.shape
-    p, c = pool.shape
-    flat = rows.reshape(-1).contiguous()
-    _check_rows(flat, int(flat.max()), p)
-    srows = state_rows.long()
-    uniq, inverse = torch.unique(srows, sorted=True, return_inverse=True)
-    keys = torch.where(srows >= 0, inverse, torch.full_like(inverse, -1))
-    u, w = uniq.numel(), k * c
-    sums = torch.zeros(u, w, dtype=torch.float32, device=pool.device)
-    scratch = torch.empty(n, dtype=torch.float32, device=pool.device)
-    _update(sums, sums, keys, grad, SparseOptimConfig(name="sgd", lr=1.0), scratch, bag_args)
-    first = torch.full((u,), n, dtype=torch.int64, device=pool.device)
-    first.scatter_reduce_(0, inverse, torch.arange(n, device=pool.device), "amin")
-    rep = rows.long().index_select(0, first).contiguous()
-    _row_apply_kernel[(u,)](sums, rep, uniq, pool, state, w, c, k, float(opt.lr),
-                            float(opt.eps), BLOCK_W=max(16, triton.next_power_of_2(w)))
 
 
 def bag_gather(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor,
@@ -403,7 +356,8 @@ def bag_backward_update(pool: torch.Tensor, state: torch.Tensor, rows: torch.Ten
     bags = bag_of(offsets, n)
     scale = bag_scale(offsets, weights, mode, bags)
     if row_state:  # the scratch pipeline reads grad[bag[n]] * scale[n] at width K*C
-        _row_update(pool, state, rows, state_rows, grad, opt,
+        from fiited.kernels.triton_rows import row_update
+        row_update(pool, state, rows, state_rows, grad, opt,
                     (bags, grad if scale is None else scale.contiguous(), 1, True,
                      scale is not None))
         return norms.copy_(chunk_norms(bag_shares(grad, offsets, weights, mode, n), k))
