@@ -6,12 +6,9 @@ row (table-batched, ``r = table offset + id``) has is the index's business
 (``fiited.index.TableIndex``: ``direct`` or ``hashed``, chosen per table); rows without an
 entry read zeros and earn no utility until they get one.
 
-The pool ``[capacity, C]`` and its optimizer state are allocated once, at the budget. Row-wise
-Adagrad's state is one float per slot (``accumulator: chunk``), or one per *entry* at K>1 with
-``accumulator: row`` (the logical row's accumulator, shared by its chunks; ``state_rows``
-gives the kernels each lookup's entry): it is reset when its entry goes from no chunk to some
-(a fresh row), kept while the entry holds any chunk, and moves with the entry when the hash
-table is rebuilt. Slots are handed out by a LIFO free stack per *group* (one group per table for
+The pool ``[capacity, C]`` and its optimizer state are allocated once, at the budget: one
+float per slot, or per *entry* (``accumulator: row`` at K>1; reset when the entry regains a
+chunk after holding none, moved with it when the hash table is rebuilt). Slots are handed out by a LIFO free stack per *group* (one group per table for
 ``pool: per_table``, one for ``pool: shared``; ``fiited.slots``): group g owns the slot range
 ``[group_start[g], group_start[g] + group_cap[g])`` and its stack lives in the same range of
 ``free_stack``, with ``free_top[g]`` free slots on it. One slot is one chunk: no fragmentation.
@@ -219,8 +216,7 @@ class ChunkStore(nn.Module):
 
     @staticmethod
     def bytes_per_chunk(chunk_width: int, optim: SparseOptimConfig, num_chunks: int = 1) -> int:
-        """Pool floats + optimizer state (unless kept per entry) + one free-stack entry, per
-        slot of capacity."""
+        """Pool floats + optimizer state (unless per entry) + a free-stack entry, per slot."""
         per_slot = 0 if optim.per_logical_row(num_chunks) else optim.state_floats_per_row
         return 4 * chunk_width + 4 * per_slot + 4
 
