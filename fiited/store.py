@@ -8,8 +8,9 @@ entry read zeros and earn no utility until they get one.
 
 The pool ``[capacity, C]`` and its optimizer state are allocated once, at the budget: one
 float per slot, or per *entry* (``accumulator: row`` at K>1; reset when the entry regains a
-chunk after holding none, moved with it when the hash table is rebuilt). Slots are handed out by a LIFO free stack per *group* (one group per table for
-``pool: per_table``, one for ``pool: shared``; ``fiited.slots``): group g owns the slot range
+chunk after holding none, moved with it when the hash table is rebuilt). Slots are handed
+out by a LIFO free stack per *group* (one group per table for ``pool: per_table``, one for
+``pool: shared``; ``fiited.slots``): group g owns the slot range
 ``[group_start[g], group_start[g] + group_cap[g])`` and its stack lives in the same range of
 ``free_stack``, with ``free_top[g]`` free slots on it. One slot is one chunk: no fragmentation.
 
