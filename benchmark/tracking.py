@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# MLflow 3's UI opens an experiment without this tag in the GenAI view (traces, "Evaluation
-# runs", the assistant panel); this value selects the model-training view.
+# The experiment kind MLflow 3 records ("custom_model_development": model training, not GenAI).
+# MLflow 3.17's UI still opens an experiment in its GenAI pages until the browser's GenAI |
+# Model training switch says otherwise (seen in headless Chromium; reports/ui.py says so).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 

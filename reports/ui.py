@@ -29,6 +29,27 @@ Filter runs (search box of an experiment), e.g.:
 Compare: tick runs -> Compare; or group the run table by a tag/param (method, budget...)."""
 
 
+# MLflow 3.17's UI picks GenAI or model-training pages by one switch per browser (default GenAI,
+# whatever an experiment's mlflow.experimentKind tag says); a URL's workflowType holds for that
+# page only. On a loopback server its assistant panel opens once by itself; closing it sticks.
+FIRST_VISIT = """\
+First visit: click 'Model training' in the sidebar's GenAI | Model training switch (the browser
+keeps it) and close the MLflow Assistant panel on the right (it stays closed). Run lists:"""
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def run_list_links(ui: "MlflowUI") -> list[str]:
+    """``  <experiment>: <URL of its run list in the model-training view>``, one per experiment."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        exps = MlflowClient(tracking_uri=ui.store).search_experiments()
+    except Exception as e:  # the UI still serves; the list is a convenience
+        return [f"  (could not list experiments: {e})"]
+    return [f"  {e.name}: {ui.url}/#/experiments/{e.experiment_id}/runs?{TRAINING_VIEW}"
+            for e in sorted(exps, key=lambda e: e.name) if e.name != "Default"]
+
+
 @dataclass
 class UIConfig:
     tracking_uri: str | None = None      # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
@@ -174,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         print(f"reports.ui: error: {e}", file=sys.stderr)
         return 2
-    # MLflow 3 opens in its GenAI workspace unless told; these are training runs
-    print(f"MLflow UI: {ui.url}/#/experiments?workflowType=machine_learning   "
-          f"(Ctrl+C stops it)\n{FILTER_HINTS}", flush=True)
+    print(f"MLflow UI: {ui.url}/#/experiments   (Ctrl+C stops it)\n{FIRST_VISIT}", flush=True)
+    for line in run_list_links(ui):
+        print(line, flush=True)
+    print(FILTER_HINTS, flush=True)
     try:
         return ui.wait()
     except KeyboardInterrupt:

@@ -153,12 +153,14 @@ def check(url: str, experiment: str, out: Path, chromium: str, driver: str) -> N
             d.execute_script("arguments[0].scrollIntoView({block: 'center'});", t)
             click(d, t)
             time.sleep(0.5)
-        d.execute_script("window.scrollTo(0, 0);")
-        time.sleep(1)
-        shot(d, out, "05_compare_diff_only.png", f"{len(toggles)} 'Show diff only' switch(es) on")
-        d.execute_script("window.scrollTo(0, document.body.scrollHeight / 3);")
-        time.sleep(1)
-        shot(d, out, "06_compare_diff_only_params.png", "the same, scrolled to the parameters")
+        for t, what in zip(toggles, ("parameters", "metrics", "tags")):
+            d.execute_script("arguments[0].scrollIntoView({block: 'start'});", t)
+            time.sleep(1)
+            rows = [ln for ln in d.find_element(By.TAG_NAME, "body").text.splitlines()
+                    if ln.strip()]
+            at = next((i for i, ln in enumerate(rows) if ln.strip() == "Show diff only"), 0)
+            shot(d, out, f"05_diff_only_{what}.png", f"'Show diff only' on, {what}: "
+                 + " | ".join(rows[at + 1:at + 25])[:700])
     except (NoSuchElementException, TimeoutException, IndexError) as e:
         shot(d, out, "error.png", f"stopped: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
         raise

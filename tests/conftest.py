@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from tests.smoke_store import smoke_store  # noqa: F401  (a session fixture: one smoke store)
+
 
 @pytest.fixture(autouse=True)
 def _restore_environ():

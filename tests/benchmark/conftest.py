@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,49 +75,3 @@ def run_app(tmp_path, tiny_data_dir):
         return proc
     return _run
 
-
-@dataclass
-class SmokeStore:
-    """What a new user's first two commands leave in one launch dir (``mlflow.db`` there)."""
-
-    root: Path
-    data: str                             # the data.path override both commands share
-    single: subprocess.CompletedProcess   # method=uniform method.budget=0.5, experiment "single"
-    sweep: subprocess.CompletedProcess    # -m method=uniform,fiited method.budget=1.0,0.5: "grid"
-
-    @property
-    def uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
-
-    def runs(self, experiment: str, children_only: bool = True):
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=self.uri)
-        exp = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([exp.experiment_id], max_results=1000)
-        if children_only:
-            runs = [r for r in runs if r.data.tags.get("fiited.sweep") != "parent"]
-        return client, exp, runs
-
-
-@pytest.fixture(scope="session")
-def smoke_store(tmp_path_factory) -> SmokeStore:
-    """One smoke-scale single run and one 2x2 smoke sweep through the real app, made once for
-    every test that only reads what they logged (tests that change a store copy it)."""
-    root = tmp_path_factory.mktemp("smoke_store")
-    data = f"data.path={root / 'data' / 'criteo'}"
-    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-
-    def app(*args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*APP, *args], cwd=root, capture_output=True, text=True, env=env,
-                              timeout=900)
-        if proc.returncode != 0:
-            raise AssertionError(f"{args}: app failed ({proc.returncode}):\n"
-                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        return proc
-
-    single = app("method=uniform", "method.budget=0.5", "scale=smoke", data,
-                 "tracking.experiment=single")
-    sweep = app("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke", data,
-                "tracking.experiment=grid")
-    return SmokeStore(root, data, single, sweep)

@@ -20,6 +20,7 @@ from benchmark.callbacks import progress_line
 from benchmark.run_state import (CONFIG_TAG, HEARTBEAT_TAG, HOST_TAG, LOST_TAG, PID_TAG,
                                  RESUMED_FROM_TAG, SETUP_TAG, mark_lost, process_tags)
 from benchmark.tracking import prepare_store
+from tests.smoke_store import GRID, GRID_RUNS
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -44,16 +45,16 @@ def _runs(tmp_path, experiment):
 def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(smoke_store, tmp_path):
     assert "val NE" in smoke_store.single.stdout
     proc = smoke_store.sweep
-    assert "4 finished runs" in proc.stdout
-    assert "[sweep] 4/4 done, 0 failed" in proc.stderr  # the launcher-side progress line
+    assert f"{GRID_RUNS} finished runs" in proc.stdout
+    assert f"[sweep] {GRID_RUNS}/{GRID_RUNS} done, 0 failed" in proc.stderr  # launcher side
     client, exp, runs = smoke_store.runs("grid", children_only=False)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     parents = [r for r in runs if r.data.tags.get("fiited.sweep") == "parent"]
     children = [r for r in runs if r not in parents]
-    assert len(parents) == 1 and len(children) == 4
+    assert len(parents) == 1 and len(children) == GRID_RUNS
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert "method=uniform,fiited" in parent.data.tags["fiited.sweep.command"]
+    assert "method=uniform,hashing,fiited" in parent.data.tags["fiited.sweep.command"]
     assert "summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     for r in children:
         tags = r.data.tags
@@ -71,15 +72,14 @@ def test_smoke_run_and_sweep_nest_under_one_parent_with_datasets_and_tags(smoke_
         assert not [k for k in r.data.metrics if k.startswith("system/")]  # not asked for
     # the same sweep again (on a copy of the store) runs nothing: every config already FINISHED
     shutil.copy(smoke_store.root / "mlflow.db", tmp_path / "mlflow.db")
-    again = ("-m", "method=uniform,fiited", "method.budget=1.0,0.5", "scale=smoke",
-             smoke_store.data, "tracking.experiment=grid")
-    proc = _run(tmp_path, *again)
-    assert "4 finished runs" in proc.stdout and "4 already finished" in proc.stderr
-    assert len(_statuses(tmp_path, "grid")) == 4
+    proc = _run(tmp_path, *GRID, smoke_store.data, "tracking.experiment=grid")
+    assert f"{GRID_RUNS} finished runs" in proc.stdout
+    assert f"{GRID_RUNS} already finished" in proc.stderr
+    assert len(_statuses(tmp_path, "grid")) == GRID_RUNS
     # ... unless asked
     _run(tmp_path, "-m", "method=uniform", "method.budget=0.5", "scale=smoke", smoke_store.data,
          "tracking.experiment=grid", "sweep.rerun=true")
-    assert len(_statuses(tmp_path, "grid")) == 5
+    assert len(_statuses(tmp_path, "grid")) == GRID_RUNS + 1
 
 
 def test_params_are_what_one_compares_and_the_whole_config_is_an_artifact(smoke_store):
@@ -96,6 +96,7 @@ def test_params_are_what_one_compares_and_the_whole_config_is_an_artifact(smoke_
         want = setup | (fiited if params["method.name"] == "fiited" else knobs)
         assert set(params) == want, sorted(set(params) ^ want)
         assert params["scale"] == "smoke" and params["train.max_steps"] == "40"
+        assert r.data.tags["budget"] == params["method.budget"]
         path = client.download_artifacts(r.info.run_id, "config.yaml", str(smoke_store.root /
                                                                              r.info.run_id))
         cfg = OmegaConf.load(path)   # everything else: generator, intervals, every knob
@@ -104,7 +105,7 @@ def test_params_are_what_one_compares_and_the_whole_config_is_an_artifact(smoke_
     # one data/model/train setup whatever the method, budget or launch
     _, _, single = smoke_store.runs("single")
     assert len({r.data.tags[SETUP_TAG] for r in [*runs, *single]}) == 1
-    assert len({r.data.tags[CONFIG_TAG] for r in runs}) == 4
+    assert len({r.data.tags[CONFIG_TAG] for r in runs}) == GRID_RUNS
 
 
 def _documented_metrics() -> list[re.Pattern]:
@@ -122,10 +123,11 @@ def _documented_metrics() -> list[re.Pattern]:
 def test_every_metric_a_smoke_run_logs_is_documented(smoke_store):
     documented = _documented_metrics()
     logged = set()
-    for experiment in ("single", "grid"):
+    for experiment in ("single", "grid", "sysm"):
         _, _, runs = smoke_store.runs(experiment)
         logged |= {k for r in runs for k in r.data.metrics}
-    assert {"val/ne", "mem/total_bytes", "prune/kept/C1", "prune/kept_frac_pos3"} <= logged
+    assert {"val/ne", "mem/total_bytes", "prune/kept/C1", "prune/kept_frac_pos3",
+            "system/cpu_utilization_percentage"} <= logged
     missing = sorted(k for k in logged if not any(p.match(k) for p in documented))
     assert not missing, f"metrics logged but not in the README's table: {missing}"
     assert not any(p.match("val/nee") or p.match("prune/kept/C1/x") for p in documented)
@@ -276,9 +278,10 @@ def test_progress_line_counts_and_estimates():
     assert line == "[sweep] 4/4 done, 0 failed, 1 skipped, 1 already finished, took 1m05s"
 
 
-def test_system_metrics_on_request(run_app, tmp_path, smoke_data):
-    # long enough for MLflow's sampler (every 2 s) to log; runs without it: the smoke store's
-    run_app("method=uniform", "scale=smoke", smoke_data, "train.system_metrics=true",
-            "train.epochs=8", "train.max_steps=560", "tracking.experiment=sysm", tiny=False)
-    (run,) = _statuses(tmp_path, "sysm")
+def test_system_metrics_on_request(smoke_store):
+    # the smoke store's sysm run asks for them; its other runs do not and have none (the sweep's:
+    # the first test of this module)
+    _, _, (run,) = smoke_store.runs("sysm")
     assert "system/cpu_utilization_percentage" in run.data.metrics
+    _, _, (plain,) = smoke_store.runs("single")
+    assert not [k for k in plain.data.metrics if k.startswith("system/")]

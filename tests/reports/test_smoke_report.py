@@ -15,20 +15,17 @@ from reports import palette
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+EXPERIMENT = "grid"   # the smoke store's sweep (tests/smoke_store.py)
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke_report")
+def smoke_report(smoke_store):
+    """fiited-report over the shared smoke store's sweep (uniform, hashing, FIITED x 2 budgets)."""
+    root = smoke_store.root
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    sweep = [sys.executable, "-m", "benchmark.app", "-m", "scale=smoke",
-             "method=uniform,hashing,fiited", "method.budget=1.0,0.5",
-             "tracking.experiment=smoke_rep"]
-    proc = subprocess.run(sweep, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = root / "report"
-    rep = subprocess.run([sys.executable, "-m", "reports.cli", "--experiment", "smoke_rep",
-                          "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}", "--out", str(out)],
+    out = root / "report"   # in the store's dir: no path of it may show in the report
+    rep = subprocess.run([sys.executable, "-m", "reports.cli", "--experiment", EXPERIMENT,
+                          "--tracking-uri", smoke_store.uri, "--out", str(out)],
                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert rep.returncode == 0, rep.stderr[-3000:]
     return root, out
@@ -49,7 +46,7 @@ def test_every_method_has_its_palette_colour_in_every_figure(smoke_report):
     from reports.figures import FIGURES
 
     root, _ = smoke_report
-    data = load_report_data("smoke_rep", f"sqlite:///{root / 'mlflow.db'}")
+    data = load_report_data(EXPERIMENT, f"sqlite:///{root / 'mlflow.db'}")
     seen: dict[str, set] = {}
     drawn = 0
     for spec in FIGURES:
@@ -57,7 +54,7 @@ def test_every_method_has_its_palette_colour_in_every_figure(smoke_report):
         if fig is None:
             continue
         drawn += 1
-        assert "smoke_rep" in fig._suptitle.get_text() and "synthetic_criteo" in \
+        assert EXPERIMENT in fig._suptitle.get_text() and "synthetic_criteo" in \
             fig._suptitle.get_text(), spec.name
         labels = [lab for lab, _ in _handles(fig) if palette.method_of(lab) in
                   palette.METHOD_COLORS]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from reports import ReportError
-from reports.ui import UIConfig, artifact_root, start_ui, store_uri
+from reports.ui import (TRAINING_VIEW, MlflowUI, UIConfig, artifact_root, run_list_links,
+                        start_ui, store_uri)
 
 README = Path(__file__).resolve().parents[2] / "reports" / "README.md"
 
@@ -68,3 +69,15 @@ def test_busy_port_is_refused(tmp_path):
         port = s.getsockname()[1]
         with pytest.raises(ReportError, match=f"port {port} on 127.0.0.1 is in use"):
             start_ui(UIConfig(f"sqlite:///{tmp_path}/m.db", port=port))
+
+
+def test_run_list_links_open_each_experiment_in_the_training_view(store):
+    from mlflow.tracking import MlflowClient
+
+    ui = MlflowUI(UIConfig(store.uri, port=5999))
+    links = run_list_links(ui)
+    ids = {e.name: e.experiment_id for e in MlflowClient(tracking_uri=store.uri)
+           .search_experiments()}
+    assert f"  ablations: http://127.0.0.1:5999/#/experiments/{ids['ablations']}/runs?" \
+           f"{TRAINING_VIEW}" in links
+    assert len(links) == len(ids) - ("Default" in ids) and not any("Default" in ln for ln in links)
