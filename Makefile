@@ -45,9 +45,7 @@ bench: install
 bench-memory: install
 	$(BIN)/python -m benchmark.memory_bench --out reports/results/memory_kaggle
 
-bench-peers: install
-	$(BIN)/pip install -q fbgemm-gpu-cpu==1.8.0 $(TORCH)
-	$(BIN)/pip install -q --no-deps torchrec==1.8.0
+bench-peers: install-torchrec
 	THP_MEM_ALLOC_ENABLE=1 $(BIN)/fiited-kernels --json bench-kernels.json
 
 # The TorchRec adapter's extra, then torchrec==1.8.0 with --no-deps: it requires fbgemm-gpu
