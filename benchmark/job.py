@@ -31,7 +31,8 @@ METHOD_KEYS = ("name", "budget", "num_chunks", "utility", "gamma", "sample_frac"
 COMPARED_KEYS = frozenset({
     "seed", "data.name", "model.name", "model.dim", "train.batch_size", "train.epochs",
     "train.max_steps", "train.dense_optimizer", "train.dense_lr", "train.sparse_optimizer.name",
-    "train.sparse_optimizer.lr", "train.embedding_l2", *(f"method.{k}" for k in METHOD_KEYS)})
+    "train.sparse_optimizer.lr", "train.sparse_optimizer.accumulator", "train.embedding_l2",
+    *(f"method.{k}" for k in METHOD_KEYS)})
 
 
 def run_name(cfg: DictConfig) -> str:
