@@ -132,3 +132,30 @@ def test_smoke_sweeps_of_two_experiments_then_reports(tmp_path):
             cells = json.loads(nb.read_text())["cells"]
             errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
             assert not errors
+
+
+def test_logged_params_are_headline_keys_off_default_knobs_and_overrides():
+    from omegaconf import OmegaConf
+
+    from benchmark.job import compared_params
+    from benchmark.tracking import flatten
+
+    register_configs()
+
+    def params(*overrides):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+        return compared_params(flatten(OmegaConf.to_container(cfg, resolve=True)), overrides,
+                               "smoke")
+
+    uniform = params("method=uniform", "tracking.uri=sqlite:///x.db", "train.warmup_steps=3")
+    assert {"method.name", "method.budget", "seed", "scale", "train.max_steps",
+            "train.warmup_steps"} <= set(uniform)            # the override too
+    assert not [k for k in uniform if k.startswith(("tracking.", "data.synthetic."))]
+    assert uniform["scale"] == "smoke"
+    hashed = params("+total_case=fiited_k4")                 # sets method.index off its default
+    assert hashed["method.index"] == "hashed" and hashed["method.num_chunks"] == "4"
+    assert "method.admission_sketch" not in hashed           # left at its default
+    tune = params("experiment=tune", "tune.case=fiited_k2")
+    assert {"tune.case", "train.sparse_optimizer.lr", "method.gamma"} <= set(tune)
+    assert not [k for k in tune if k.startswith("tune.space.")]
