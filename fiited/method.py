@@ -41,7 +41,7 @@ from typing import List, Optional
 import torch
 
 from fiited.interface import EmbeddingMethod, MethodConfig, dlrm_init
-from fiited.kernels import bag_lookup, lookup
+from fiited.kernels import bag_lookup, fused, lookup
 from fiited.memory import MemoryReport, tensor_bytes
 from fiited.padding import PADDINGS, ProjectionPadding
 from fiited.pruning import (LAYOUTS, NORMALISERS, POOLS, SAMPLERS, THRESHOLDS, PrunePolicy,
@@ -222,7 +222,18 @@ class Fiited(EmbeddingMethod):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         b, f = ids.shape
         store = self.store
-        addrs, sink, state_rows = self._addresses(self.global_rows(ids).reshape(-1))
+        rows = self.global_rows(ids).reshape(-1)
+        if self.projection is None and fused.applies(store.pool, store.addr, rows, self.optim) \
+                and (not self.training or self.utility.kind in fused.CREDITS):
+            # One native pass each way: addresses read through the entry table, utility
+            # credited in the update (fiited.kernels.fused); the same numbers as below.
+            entries = self._entries(rows)
+            credit = ((self.utility.util, self.utility._scale, self.utility.kind)
+                      if self.training else None)
+            out = fused.fused_lookup(store.pool, store.opt_state, store.addr, entries,
+                                     self.optim, store.row_state, credit)
+            return out.view(b, f, self.dim)
+        addrs, sink, state_rows = self._addresses(rows)
         out = lookup(store.pool, store.opt_state, addrs, self.optim, sink, state_rows)
         out = out.view(b, f, self.dim)
         if self.projection is not None:
@@ -241,9 +252,7 @@ class Fiited(EmbeddingMethod):
         """(addrs [N, K] of global ``rows``, -1 where absent; the utility sink or None; the
         kernels' ``state_rows``: the entries, or None when Adagrad state is per slot)."""
         store = self.store
-        entries = store.entries_of(rows, insert=self.training)      # direct: the rows
-        if self.training and self.config.first_access_alloc and store.has_free():
-            self._first_access(entries)
+        entries = self._entries(rows)
         if store.every_row_has_entry:
             valid = None
             addrs = gather_rows(store.addr, entries)
@@ -262,6 +271,14 @@ class Fiited(EmbeddingMethod):
                     keep = valid.nonzero().squeeze(1)
                     utility.accumulate(entries.index_select(0, keep), norms.index_select(0, keep))
         return addrs, sink, store.state_rows(entries)
+
+    def _entries(self, rows: torch.Tensor) -> torch.Tensor:
+        """Entries of global ``rows`` (-1: none); in training, first-access allocation (only
+        while the pool has free slots: a host-side check, so a full pool costs nothing)."""
+        entries = self.store.entries_of(rows, insert=self.training)  # direct: the rows
+        if self.training and self.config.first_access_alloc and self.store.has_free():
+            self._first_access(entries)
+        return entries
 
     def _first_access(self, entries: torch.Tensor) -> None:
         """Rows never seen (no chunk, zero utility) get chunks in position order: chunk 0 of

@@ -20,6 +20,11 @@ Row-wise Adagrad per logical row (``fiited_row_update``, one-hot and bags): the 
 keyed by each occurrence's state row instead of its pool rows; a thread sums a row's K*C floats
 and steps all its present chunks with the one accumulator.
 
+Fused FIITED step (``fiited_fused_gather``, ``fiited_fused_update``, in
+``cpu_native_fused.cpp``): the same gather and updates reading each occurrence's address through
+the entry table, and crediting the utility during the update, so no [N, K] address tensor or
+accumulating index_put exists (``fused.py``).
+
 Hash probe (``fiited_hash_find``): the hashed index's linear-probing lookup for every occurrence
 of a batch in one pass, so the store needs ``unique`` only for rows that have no entry yet.
 
@@ -39,9 +44,10 @@ import threading
 import warnings
 from pathlib import Path
 
-# One translation unit: the core, then the per-logical-row update that uses its helpers.
+# One translation unit: the core, the per-logical-row update and the fused FIITED step (and
+# the hash probe) that use its helpers.
 SOURCE = "\n".join(Path(__file__).with_name(name).read_text()
-                   for name in ("cpu_native.cpp", "cpu_native_rows.cpp"))
+                   for name in ("cpu_native.cpp", "cpu_native_rows.cpp", "cpu_native_fused.cpp"))
 
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
          "-fno-math-errno")
@@ -101,6 +107,11 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fiited_row_update.restype = i64
     lib.fiited_hash_find.argtypes = [p, i32, i64, p, i64, i64, i64, p, i32]
     lib.fiited_hash_find.restype = None
+    lib.fiited_fused_gather.argtypes = [p, i64, i64, p, i64, i64, p, i64, p, i32]
+    lib.fiited_fused_gather.restype = i64
+    lib.fiited_fused_update.argtypes = [p, i64, i64, p, i64, p, i64, p, i64, p, p, i32, i32, f32,
+                                        f32, p, f32, i32, i32]
+    lib.fiited_fused_update.restype = i64
     return lib
 
 
