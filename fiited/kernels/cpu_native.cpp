@@ -56,8 +56,8 @@ inline float sum_squares(const float* g, int64_t c) {
 
 // CC > 0: the chunk width as a compile-time constant (inlined copies, unrolled loops for the
 // small widths FIITED's chunks have); CC == 0: any width, read from C_.
-template <typename RA, int64_t CC>
-int64_t gather_impl(const float* pool, int64_t P, int64_t C_, RA rows, int64_t M,
+template <typename R, int64_t CC>
+int64_t gather_impl(const float* pool, int64_t P, int64_t C_, const R* rows, int64_t M,
                     float* out, int threads) {
   const int64_t C = CC > 0 ? CC : C_;
   std::atomic<int64_t> bad(INT64_MAX);
@@ -169,8 +169,8 @@ void radix_sort(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int bits, 
 }
 
 // The present (row, occurrence) pairs in occurrence order; -1, or the first out-of-range index.
-template <typename RA>
-int64_t collect(RA rows, int64_t M, int64_t P, int threads, std::vector<uint64_t>& out) {
+template <typename R>
+int64_t collect(const R* rows, int64_t M, int64_t P, int threads, std::vector<uint64_t>& out) {
   const int64_t t = team(M, threads, 65536);
   std::vector<int64_t> present(t + 1, 0), bad(t, INT64_MAX);
   for_chunks(t, M, [&](int64_t id, int64_t b, int64_t e) {
@@ -196,31 +196,6 @@ int64_t collect(RA rows, int64_t M, int64_t P, int threads, std::vector<uint64_t
   return -1;
 }
 
-// Rows read through an entry table (the fused FIITED path): occurrence i = n*K + k reads
-// addr[entries[n], k], or -1 where entries[n] < 0 (a row without an entry). cell_of(rows, i) is
-// the utility cell entries[n]*K + k (-1: none); plain row pointers have no cells.
-struct Translated {
-  const int32_t* addr; const int64_t* entries; int64_t K;
-  inline int64_t cell(int64_t i) const {
-    const int64_t n = i / K, e = entries[n];
-    return e < 0 ? -1 : e * K + (i - n * K);
-  }
-  inline int64_t operator[](int64_t i) const {
-    const int64_t c = cell(i);
-    return c < 0 ? -1 : (int64_t)addr[c];
-  }
-};
-inline int64_t cell_of(const Translated& t, int64_t i) { return t.cell(i); }
-template <typename R>
-inline int64_t cell_of(const R*, int64_t) { return -1; }
-
-// Utility credit of an occurrence, fused into the update: util[cell] += norm * scale
-// (freq_grad) or += scale (freq); util null: none.
-struct Credit {
-  float* util = nullptr; float scale = 1.0f; int freq = 0;
-  inline void add(int64_t cell, float norm) const { util[cell] += freq ? scale : norm * scale; }
-};
-
 // One occurrence's gradient slice. One-hot (BAG false): grad[occ], factor 1. Bags: the slice
 // of its bag's pooled gradient, grad[bag[n], k] for occ = n*K + k, times scale[n] (or 1).
 template <bool BAG>
@@ -236,11 +211,11 @@ struct Shares {
   }
 };
 
-template <typename RA, int64_t CC, bool BAG = false>
-int64_t update_impl(float* pool, int64_t P, int64_t C_, float* state, RA rows, int64_t M,
+template <typename R, int64_t CC, bool BAG = false>
+int64_t update_impl(float* pool, int64_t P, int64_t C_, float* state, const R* rows, int64_t M,
                     const float* grad, float* norms, int adagrad, float lr, float eps,
                     int threads, int64_t K = 1, const int64_t* bag = nullptr,
-                    const float* scale = nullptr, Credit credit = Credit{}) {
+                    const float* scale = nullptr) {
   const int64_t C = CC > 0 ? CC : C_;
   const Shares<BAG> sh{grad, C, K, bag, scale};
   if (M >= (int64_t(1) << 32) || P > (int64_t(1) << 32)) return -2;
@@ -279,7 +254,6 @@ int64_t update_impl(float* pool, int64_t P, int64_t C_, float* state, RA rows, i
           for (int64_t c = 0; c < C; ++c) acc[c] += g[c];
           norms[occ] = std::sqrt(sum_squares(g, C));
         }
-        if (credit.util) credit.add(cell_of(rows, occ), norms[occ]);  // the slot's one cell
       }
       float* w = pool + int64_t(key) * C;
       if (adagrad) {
@@ -298,11 +272,32 @@ int64_t update_impl(float* pool, int64_t P, int64_t C_, float* state, RA rows, i
         if ((int64_t)rows[i] < 0)
           norms[i] = std::fabs(sh.factor(i)) * std::sqrt(sum_squares(sh.at(i), C));
     });
-    if (credit.util)  // absent cells: one thread, so repeats add in occurrence order
-      for (int64_t i = 0; i < M; ++i)
-        if ((int64_t)rows[i] < 0 && cell_of(rows, i) >= 0) credit.add(cell_of(rows, i), norms[i]);
   }
   return -1;
+}
+
+// Linear-probing lookup in a hashed index: out[i] = the slot whose key is rows[i], or -1 (an
+// empty slot ends the probe, and so does max_probe). home = (row * mult) mod E with int64
+// wrap-around and a non-negative remainder, as torch computes it.
+template <typename K>
+void hash_find_impl(const K* keys, int64_t E, const int64_t* rows, int64_t n, int64_t mult,
+                    int64_t max_probe, int64_t* out, int threads) {
+  parallel_for(n, threads, 8192, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t r = rows[i];
+      int64_t h = int64_t(uint64_t(r) * uint64_t(mult)) % E;
+      if (h < 0) h += E;
+      int64_t found = -1;
+      for (int64_t step = 0; step <= max_probe; ++step) {
+        int64_t slot = h + step;
+        if (slot >= E) slot -= E;
+        const int64_t k = (int64_t)keys[slot];
+        if (k == r) { found = slot; break; }
+        if (k < 0) break;
+      }
+      out[i] = found;
+    }
+  });
 }
 
 // fn(width) with the width as a compile-time constant for the narrow chunks of FIITED at small
@@ -325,10 +320,8 @@ int64_t fiited_gather(const float* pool, int64_t P, int64_t C, const void* rows,
                       int64_t M, float* out, int threads) {
   return with_width(C, [&](auto cc) {
     constexpr int64_t CC = decltype(cc)::value;
-    using R64 = const int64_t*;
-    using R32 = const int32_t*;
-    return rows64 ? gather_impl<R64, CC>(pool, P, C, (R64)rows, M, out, threads)
-                  : gather_impl<R32, CC>(pool, P, C, (R32)rows, M, out, threads);
+    return rows64 ? gather_impl<int64_t, CC>(pool, P, C, (const int64_t*)rows, M, out, threads)
+                  : gather_impl<int32_t, CC>(pool, P, C, (const int32_t*)rows, M, out, threads);
   });
 }
 
@@ -337,11 +330,9 @@ int64_t fiited_update(float* pool, int64_t P, int64_t C, float* state, const voi
                       float lr, float eps, int threads) {
   return with_width(C, [&](auto cc) {
     constexpr int64_t CC = decltype(cc)::value;
-    using R64 = const int64_t*;
-    using R32 = const int32_t*;
-    return rows64 ? update_impl<R64, CC>(pool, P, C, state, (R64)rows, M, grad,
+    return rows64 ? update_impl<int64_t, CC>(pool, P, C, state, (const int64_t*)rows, M, grad,
                                              norms, adagrad, lr, eps, threads)
-                  : update_impl<R32, CC>(pool, P, C, state, (R32)rows, M, grad,
+                  : update_impl<int32_t, CC>(pool, P, C, state, (const int32_t*)rows, M, grad,
                                              norms, adagrad, lr, eps, threads);
   });
 }
@@ -372,15 +363,18 @@ int64_t fiited_bag_update(float* pool, int64_t P, int64_t C, float* state, const
                           float lr, float eps, int threads) {
   return with_width(C, [&](auto cc) {
     constexpr int64_t CC = decltype(cc)::value;
-    using R64 = const int64_t*;
-    using R32 = const int32_t*;
-    return rows64 ? update_impl<R64, CC, true>(pool, P, C, state, (R64)rows,
+    return rows64 ? update_impl<int64_t, CC, true>(pool, P, C, state, (const int64_t*)rows,
                                                    N * K, grad, norms, adagrad, lr, eps,
                                                    threads, K, bag, scale)
-                  : update_impl<R32, CC, true>(pool, P, C, state, (R32)rows,
+                  : update_impl<int32_t, CC, true>(pool, P, C, state, (const int32_t*)rows,
                                                    N * K, grad, norms, adagrad, lr, eps,
                                                    threads, K, bag, scale);
   });
 }
 
+void fiited_hash_find(const void* keys, int keys64, int64_t E, const int64_t* rows, int64_t n,
+                      int64_t mult, int64_t max_probe, int64_t* out, int threads) {
+  if (keys64) hash_find_impl((const int64_t*)keys, E, rows, n, mult, max_probe, out, threads);
+  else hash_find_impl((const int32_t*)keys, E, rows, n, mult, max_probe, out, threads);
+}
 }

@@ -21,9 +21,9 @@ keyed by each occurrence's state row instead of its pool rows; a thread sums a r
 and steps all its present chunks with the one accumulator.
 
 Fused FIITED step (``fiited_fused_gather``, ``fiited_fused_update``, in
-``cpu_native_fused.cpp``): the same gather and updates reading each occurrence's address through
-the entry table, and crediting the utility during the update, so no [N, K] address tensor or
-accumulating index_put exists (``fused.py``).
+``cpu_native_fused.cpp``, driven by ``fused.py``): gather and update take the batch's entries
+and read the K chunk addresses from the entry table themselves; the update sorts N entries, not
+N*K slots, and credits the utility in the same pass (no [N, K] address tensor, no index_put).
 
 Hash probe (``fiited_hash_find``): the hashed index's linear-probing lookup for every occurrence
 of a batch in one pass, so the store needs ``unique`` only for rows that have no entry yet.
@@ -109,8 +109,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fiited_hash_find.restype = None
     lib.fiited_fused_gather.argtypes = [p, i64, i64, p, i64, i64, p, i64, p, i32]
     lib.fiited_fused_gather.restype = i64
-    lib.fiited_fused_update.argtypes = [p, i64, i64, p, i64, p, i64, p, i64, p, p, i32, i32, f32,
-                                        f32, p, f32, i32, i32]
+    lib.fiited_fused_update.argtypes = [p, i64, p, p, i64, i64, p, i64, p, i32, i32, f32, f32,
+                                        p, f32, i32, i32]
     lib.fiited_fused_update.restype = i64
     return lib
 

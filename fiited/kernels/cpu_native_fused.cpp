@@ -1,38 +1,143 @@
 // The fused FIITED step for the native CPU core: compiled as one unit after cpu_native.cpp and
-// cpu_native_rows.cpp (cpu_native.py joins them), so it uses their templates. Each call walks
-// the B*F*K occurrences once, reading addresses through the entry table (Translated) instead of
-// a materialised [N, K] address tensor, and the updates credit the utility in the same pass.
+// cpu_native_rows.cpp (cpu_native.py joins them), so it uses their helpers. Both calls take the
+// entries [N] of a batch and read each occurrence's K chunk addresses from the entry table
+// addr [E, K] themselves: no [N, K] address tensor, and the update credits the utility of each
+// (entry, chunk) in the same pass, so no accumulating index_put over [N, K] either.
 
 namespace {
 
-// Linear-probing lookup in a hashed index: out[i] = the slot whose key is rows[i], or -1 (an
-// empty slot ends the probe, and so does max_probe). home = (row * mult) mod E with int64
-// wrap-around and a non-negative remainder, as torch computes it.
-template <typename K>
-void hash_find_impl(const K* keys, int64_t E, const int64_t* rows, int64_t n, int64_t mult,
-                    int64_t max_probe, int64_t* out, int threads) {
-  parallel_for(n, threads, 8192, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t r = rows[i];
-      int64_t h = int64_t(uint64_t(r) * uint64_t(mult)) % E;
-      if (h < 0) h += E;
-      int64_t found = -1;
-      for (int64_t step = 0; step <= max_probe; ++step) {
-        int64_t slot = h + step;
-        if (slot >= E) slot -= E;
-        const int64_t k = (int64_t)keys[slot];
-        if (k == r) { found = slot; break; }
-        if (k < 0) break;
+// out[n, k] = pool[addr[entries[n], k]], zeros where entries[n] < 0 or the chunk is absent.
+// Returns -1, -3 - n for the first entry n outside [-1, E), or n*K + k for a bad address.
+template <int64_t CC>
+int64_t entry_gather_impl(const float* pool, int64_t P, int64_t C_, const int32_t* addr,
+                          int64_t E, int64_t K, const int64_t* entries, int64_t N, float* out,
+                          int threads) {
+  const int64_t C = CC > 0 ? CC : C_;
+  const int64_t W = K * C;
+  std::atomic<int64_t> bad(INT64_MAX), bad_addr(INT64_MAX);
+  auto first_of = [](std::atomic<int64_t>& at, int64_t i) {
+    int64_t seen = at.load();
+    while (i < seen && !at.compare_exchange_weak(seen, i)) {}
+  };
+  parallel_for(N, threads, std::max<int64_t>(1, 16384 / std::max<int64_t>(W, 1)),
+               [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      if (n + 2 * kAhead < e) {  // random entries: their addresses, then their chunks, early
+        const int64_t far = entries[n + 2 * kAhead];
+        if (far >= 0 && far < E) __builtin_prefetch(addr + far * K, 0);
       }
-      out[i] = found;
+      if (n + kAhead < e) {
+        const int64_t near = entries[n + kAhead];
+        if (near >= 0 && near < E)
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t r = addr[near * K + k];
+            if (r >= 0 && r < P) prefetch_row(pool + r * C, C, 0);
+          }
+      }
+      const int64_t ent = entries[n];
+      float* dst = out + n * W;
+      if (ent < 0 || ent >= E) {
+        std::memset(dst, 0, sizeof(float) * W);
+        if (ent != -1) first_of(bad, n);
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t r = addr[ent * K + k];
+        if (r >= 0 && r < P) {
+          std::memcpy(dst + k * C, pool + r * C, sizeof(float) * C);
+          continue;
+        }
+        std::memset(dst + k * C, 0, sizeof(float) * C);
+        if (r >= P) first_of(bad_addr, n * K + k);
+      }
     }
   });
+  if (bad.load() != INT64_MAX) return -3 - bad.load();
+  return bad_addr.load() == INT64_MAX ? -1 : bad_addr.load();
 }
 
-// Entries [N] must lie in [-1, E): the index of the first that does not, or -1.
-inline int64_t bad_entry(const int64_t* entries, int64_t N, int64_t E) {
-  for (int64_t n = 0; n < N; ++n)
-    if (entries[n] < -1 || entries[n] >= E) return n;
+// The fused update, grouped by entry: a stable radix sort of (entry, occurrence) pairs; each
+// thread owns whole entries, sums each chunk's gradient over the entry's occurrences in
+// occurrence order (the unfused path's order per pool slot, as a slot has one owner), credits
+// util[e, k] per occurrence in that order (norm * uscale, or uscale for freq), then applies the
+// optimizer to the present chunks: per slot (SGD, row-wise Adagrad per chunk: update_impl's
+// arithmetic) or with one accumulator per entry (row_state: row_update_impl's). Occurrences
+// without an entry change nothing. Returns -1, or -2 when too large for 32-bit packing.
+template <int64_t CC>
+int64_t entry_update_impl(float* pool, int64_t C_, float* state, const int32_t* addr,
+                          int64_t E, int64_t K, const int64_t* entries, int64_t N,
+                          const float* grad, int adagrad, int row_state, float lr, float eps,
+                          float* util, float uscale, int freq, int threads) {
+  const int64_t C = CC > 0 ? CC : C_;
+  const int64_t W = K * C;
+  if (N >= (int64_t(1) << 32) || E > (int64_t(1) << 32)) return -2;
+  std::vector<uint64_t> keyed;
+  collect(entries, N, E, threads, keyed);
+  int bits = 0;
+  while (bits < 32 && (int64_t(1) << bits) < E) ++bits;
+  std::vector<uint64_t> tmp;
+  radix_sort(keyed, tmp, bits, threads);
+  const int64_t Np = (int64_t)keyed.size();
+  const uint64_t* s = keyed.data();
+  const float nlr = -lr;
+  int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(W, 1));
+  parallel_for(Np, threads, grain, [&](int64_t b, int64_t e) {
+    std::vector<float> acc(W);
+    while (b < e && b > 0 && (s[b] >> 32) == (s[b - 1] >> 32)) ++b;
+    int64_t j = b;
+    while (j < e) {
+      const int64_t ent = int64_t(s[j] >> 32);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      float* u = util ? util + ent * K : nullptr;
+      for (; j < Np && int64_t(s[j] >> 32) == ent; ++j) {
+        if (j + kAhead < Np) {
+          const uint64_t next = s[j + kAhead];
+          prefetch_row(grad + int64_t(next & 0xffffffffu) * W, W, 0);
+          __builtin_prefetch(addr + int64_t(next >> 32) * K, 0);
+          if (util) __builtin_prefetch(util + int64_t(next >> 32) * K, 1);
+        }
+        const float* g = grad + int64_t(s[j] & 0xffffffffu) * W;
+        for (int64_t k = 0; k < K; ++k) {
+          const float* gk = g + k * C;
+          float* a = acc.data() + k * C;
+          for (int64_t c = 0; c < C; ++c) a[c] += gk[c];
+          if (u) u[k] += freq ? uscale : std::sqrt(sum_squares(gk, C)) * uscale;
+        }
+      }
+      const int32_t* rep = addr + ent * K;
+      if (row_state) {
+        int64_t present = 0;
+        float sq = 0.0f;
+        for (int64_t k = 0; k < K; ++k)
+          if (rep[k] >= 0) { ++present; sq += sum_squares(acc.data() + k * C, C); }
+        if (present == 0) continue;
+        const float st = state[ent] + sq / float(present * C);
+        state[ent] = st;
+        const float mult = lr / (std::sqrt(st) + eps);
+        for (int64_t k = 0; k < K; ++k) {
+          if (rep[k] < 0) continue;
+          float* w = pool + int64_t(rep[k]) * C;
+          const float* a = acc.data() + k * C;
+          for (int64_t c = 0; c < C; ++c) w[c] = w[c] - a[c] * mult;
+        }
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        if (rep[k] < 0) continue;
+        const int64_t slot = rep[k];
+        float* w = pool + slot * C;
+        const float* a = acc.data() + k * C;
+        if (adagrad) {
+          float st = state[slot] + sum_squares(a, C) / float(C);
+          state[slot] = st;
+          const float mult = lr / (std::sqrt(st) + eps);
+          for (int64_t c = 0; c < C; ++c) w[c] = w[c] - a[c] * mult;
+        } else {
+          for (int64_t c = 0; c < C; ++c) w[c] = w[c] + nlr * a[c];
+        }
+      }
+    }
+  });
   return -1;
 }
 
@@ -40,45 +145,24 @@ inline int64_t bad_entry(const int64_t* entries, int64_t N, int64_t E) {
 
 extern "C" {
 
-void fiited_hash_find(const void* keys, int keys64, int64_t E, const int64_t* rows, int64_t n,
-                      int64_t mult, int64_t max_probe, int64_t* out, int threads) {
-  if (keys64) hash_find_impl((const int64_t*)keys, E, rows, n, mult, max_probe, out, threads);
-  else hash_find_impl((const int32_t*)keys, E, rows, n, mult, max_probe, out, threads);
-}
-
-// out[n, k] = pool[addr[entries[n], k]], zeros where the entry is -1 or the chunk absent.
-// Returns -1, or -3 - n for the first bad entry n, or the first occurrence with a bad address.
 int64_t fiited_fused_gather(const float* pool, int64_t P, int64_t C, const int32_t* addr,
                             int64_t E, int64_t K, const int64_t* entries, int64_t N, float* out,
                             int threads) {
-  const int64_t bad = bad_entry(entries, N, E);
-  if (bad >= 0) return -3 - bad;
-  const Translated rows{addr, entries, K};
   return with_width(C, [&](auto cc) {
     constexpr int64_t CC = decltype(cc)::value;
-    return gather_impl<Translated, CC>(pool, P, C, rows, N * K, out, threads);
+    return entry_gather_impl<CC>(pool, P, C, addr, E, K, entries, N, out, threads);
   });
 }
 
-// The fused update of gather's occurrences: per-slot state (row_state 0: SGD or row-wise Adagrad
-// per chunk), or one accumulator per entry (row_state 1, state [S = E]). util [E, K] (or null)
-// gets each occurrence's credit (freq 0: norm * uscale; 1: uscale), rows without an entry none.
-int64_t fiited_fused_update(float* pool, int64_t P, int64_t C, float* state, int64_t S,
-                            const int32_t* addr, int64_t K, const int64_t* entries, int64_t N,
-                            const float* grad, float* norms, int adagrad, int row_state,
-                            float lr, float eps, float* util, float uscale, int freq,
-                            int threads) {
-  const Translated rows{addr, entries, K};
-  const Credit credit{util, uscale, freq};
+// state: per pool slot (row_state 0) or per entry (row_state 1); util [E, K] or null.
+int64_t fiited_fused_update(float* pool, int64_t C, float* state, const int32_t* addr,
+                            int64_t E, int64_t K, const int64_t* entries, int64_t N,
+                            const float* grad, int adagrad, int row_state, float lr, float eps,
+                            float* util, float uscale, int freq, int threads) {
   return with_width(C, [&](auto cc) {
     constexpr int64_t CC = decltype(cc)::value;
-    if (row_state)
-      return row_update_impl<Translated, CC, false>(pool, P, C, state, S, rows, N, K, entries,
-                                                    grad, norms, lr, eps, threads, nullptr,
-                                                    nullptr, credit);
-    return update_impl<Translated, CC, false>(pool, P, C, state, rows, N * K, grad, norms,
-                                              adagrad, lr, eps, threads, 1, nullptr, nullptr,
-                                              credit);
+    return entry_update_impl<CC>(pool, C, state, addr, E, K, entries, N, grad, adagrad,
+                                 row_state, lr, eps, util, uscale, freq, threads);
   });
 }
 }

@@ -8,11 +8,11 @@ namespace {
 // sums their K*C gradient floats in occurrence order, grows the accumulator by the mean of g^2
 // over the present chunks (those of the row's first occurrence, rows[n*K + k] >= 0) and applies
 // one step to all of them. Norms [N, K] as in update_impl.
-template <typename RA, int64_t CC, bool BAG>
+template <typename R, int64_t CC, bool BAG>
 int64_t row_update_impl(float* pool, int64_t P, int64_t C_, float* state, int64_t S,
-                        RA rows, int64_t N, int64_t K, const int64_t* srows,
+                        const R* rows, int64_t N, int64_t K, const int64_t* srows,
                         const float* grad, float* norms, float lr, float eps, int threads,
-                        const int64_t* bag, const float* scale, Credit credit = Credit{}) {
+                        const int64_t* bag, const float* scale) {
   const int64_t C = CC > 0 ? CC : C_;
   const int64_t W = K * C;
   const Shares<BAG> sh{grad, C, K, bag, scale};
@@ -58,22 +58,19 @@ int64_t row_update_impl(float* pool, int64_t P, int64_t C_, float* state, int64_
             for (int64_t c = 0; c < C; ++c) a[c] += g[c];
             norms[occ] = std::sqrt(sum_squares(g, C));
           }
-          if (credit.util) credit.add(int64_t(key) * K + k, norms[occ]);  // key: the entry
         }
       }
+      const R* rep = rows + first * K;
       int64_t present = 0;
       float sq = 0.0f;
       for (int64_t k = 0; k < K; ++k)
-        if ((int64_t)rows[first * K + k] >= 0) {
-          ++present;
-          sq += sum_squares(acc.data() + k * C, C);
-        }
+        if ((int64_t)rep[k] >= 0) { ++present; sq += sum_squares(acc.data() + k * C, C); }
       if (present == 0) continue;
       const float st = state[key] + sq / float(present * C);
       state[key] = st;
       const float mult = lr / (std::sqrt(st) + eps);
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t r = (int64_t)rows[first * K + k];
+        const int64_t r = (int64_t)rep[k];
         if (r < 0) continue;
         float* w = pool + r * C;
         const float* a = acc.data() + k * C;
@@ -108,16 +105,16 @@ int64_t fiited_row_update(float* pool, int64_t P, int64_t C, float* state, int64
   return with_width(C, [&](auto cc) {
     constexpr int64_t CC = decltype(cc)::value;
     if (is_bag)
-      return rows64 ? row_update_impl<const int64_t*, CC, true>(pool, P, C, state, S,
+      return rows64 ? row_update_impl<int64_t, CC, true>(pool, P, C, state, S,
                           (const int64_t*)rows, N, K, srows, grad, norms, lr, eps, threads,
                           bag, scale)
-                    : row_update_impl<const int32_t*, CC, true>(pool, P, C, state, S,
+                    : row_update_impl<int32_t, CC, true>(pool, P, C, state, S,
                           (const int32_t*)rows, N, K, srows, grad, norms, lr, eps, threads,
                           bag, scale);
-    return rows64 ? row_update_impl<const int64_t*, CC, false>(pool, P, C, state, S,
+    return rows64 ? row_update_impl<int64_t, CC, false>(pool, P, C, state, S,
                         (const int64_t*)rows, N, K, srows, grad, norms, lr, eps, threads,
                         nullptr, nullptr)
-                  : row_update_impl<const int32_t*, CC, false>(pool, P, C, state, S,
+                  : row_update_impl<int32_t, CC, false>(pool, P, C, state, S,
                         (const int32_t*)rows, N, K, srows, grad, norms, lr, eps, threads,
                         nullptr, nullptr);
   });

@@ -2,9 +2,9 @@
 
 The unfused path (``lookup`` over ``addr[entries]`` with a present mask, then the utility's
 accumulating ``index_put_`` over [N, K] in the sink) stays the reference and the fallback; this
-one does the same arithmetic in two native passes over the B*F*K occurrences (gather, then the
-update that also credits the utility), with the same sums in the same order, so it matches it
-bit for bit. It applies only where the native core runs: float32 CPU pool, the ``cpu`` backend,
+one does the same arithmetic in two native passes over the batch (gather, then an update
+grouped by entry that also credits the utility), with the same sums in the same order, so it
+matches it bit for bit. It applies only where the native core runs: float32 CPU pool, the ``cpu`` backend,
 sizes within 32-bit packing. ``FIITED_FUSED=0`` or ``set_enabled(False)`` turns it off.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def applies(pool: torch.Tensor, addr: torch.Tensor, entries: torch.Tensor,
             and pool.is_contiguous() and addr.is_contiguous()
             and opt.name in ("sgd", "rowwise_adagrad")
             and kernels.backend_name(pool.device) == "cpu"
-            and entries.numel() * addr.shape[1] < 2 ** 32 and pool.shape[0] <= 2 ** 32
+            and entries.numel() < 2 ** 32 and addr.shape[0] <= 2 ** 32
             and cpu_native.library() is not None)
 
 
@@ -75,11 +75,9 @@ class _FusedLookup(torch.autograd.Function):
         if grad.dtype != torch.float32:
             grad = grad.float()
         pool, state, addr, opt = ctx.pool, ctx.state, ctx.addr, ctx.opt
-        n, k = entries.numel(), addr.shape[1]
-        p, c = pool.shape
+        n, k, c = entries.numel(), addr.shape[1], pool.shape[1]
         if grad.shape != (n, k * c):
             raise ValueError(f"grad must be [{n}, {k * c}], got {tuple(grad.shape)}")
-        norms = torch.empty(n, k, dtype=torch.float32)
         util, scale, kind = None, 1.0, 0
         if ctx.credit is not None:
             util, scale_fn, kind = ctx.credit
@@ -87,12 +85,12 @@ class _FusedLookup(torch.autograd.Function):
         adagrad = opt.name == "rowwise_adagrad"
         if n and c:
             code = cpu_native.library().fiited_fused_update(
-                pool.data_ptr(), p, c, state.data_ptr() if adagrad else None, state.numel(),
-                addr.data_ptr(), k, entries.data_ptr(), n, grad.data_ptr(), norms.data_ptr(),
-                int(adagrad), int(ctx.row_state and adagrad), float(opt.lr), float(opt.eps),
+                pool.data_ptr(), c, state.data_ptr() if adagrad else None, addr.data_ptr(),
+                addr.shape[0], k, entries.data_ptr(), n, grad.data_ptr(), int(adagrad),
+                int(ctx.row_state and adagrad), float(opt.lr), float(opt.eps),
                 None if util is None else util.data_ptr(), scale, int(kind),
                 torch.get_num_threads())
-            if code != -1:  # pragma: no cover - gather checked the same occurrences
+            if code != -1:  # pragma: no cover - applies() checked the sizes
                 raise RuntimeError(f"fused update failed with code {code}")
         return (None,) * 8
 
