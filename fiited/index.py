@@ -253,8 +253,9 @@ class HashedIndex(nn.Module):
         """Keep the slots where ``keep`` and re-insert them into a fresh table, ``block``
         rows at a time (bounded temporaries). Returns (old slots, their new slots)."""
         narrow = torch.int32 if self.num_entries < 2 ** 31 else torch.int64
-        old = (keep & (self.keys >= 0)).nonzero().squeeze(1).to(narrow)
-        rows = self.keys[old]                              # int32 where the keys are
+        old = torch.cat([(keep[a:a + block] & (self.keys[a:a + block] >= 0)).nonzero()
+                         .squeeze(1).add_(a).to(narrow) for a in range(0, self.num_entries, block)])
+        rows = self.keys.index_select(0, old)              # int32 indices: no int64 copy
         self.keys.fill_(-1)
         self.max_probe = 0
         self.live = 0

@@ -31,7 +31,7 @@ import torch
 from fiited.budget import split_entries
 from fiited.keyed import keyed_uniform, seed32
 from fiited.selection import Margins, TopK
-from fiited.store import ChunkStore, blocks
+from fiited.store import EVENT_BLOCK, ChunkStore, blocks
 from fiited.utility import ChunkUtility
 
 THRESHOLDS = ("adaptive", "manual")
@@ -80,6 +80,12 @@ class PrunePolicy:
     index_reserve: float = 0.1
 
 
+def event_blocks(store: ChunkStore):
+    """The entry blocks of an event's passes: 1/128 of the entries (4096 to EVENT_BLOCK), so
+    a block's temporaries (~150 bytes an entry) stay near 1% of the state it walks."""
+    return blocks(store.num_entries, min(EVENT_BLOCK, max(4096, store.num_entries // 128)))
+
+
 # ---- sampling -------------------------------------------------------------------------------
 def sample_entries(store: ChunkStore, policy: PrunePolicy, seed: int, step: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,7 +116,7 @@ def sample_entries(store: ChunkStore, policy: PrunePolicy, seed: int, step: int
 
     def picks(whole: torch.Tensor | None):
         out_e, out_t = [], []
-        for a, b in blocks(store.num_entries):
+        for a, b in event_blocks(store):
             rows, tabs = store.entry_range(a, b)
             e = torch.arange(a, b, device=counts.device)
             if not store.every_row_has_entry:
@@ -263,11 +269,12 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
             taus[g] = adaptive_threshold(vals.reshape(-1), wts.repeat_interleave(K), caps[g],
                                          population[g] * K)
     margins = Margins(store, u, scales, taus, policy.layout == "prefix")
+    del idx, weights, stab, sampled, sgroup              # the sample is not needed past here
 
     # Pass 1: how many chunks each group evicts (present, margin <= 0) and wants (absent, > 0).
     evict_n = torch.zeros(G, dtype=torch.int64)
     want_n = torch.zeros(G, dtype=torch.int64)
-    for a, b in blocks(store.num_entries):
+    for a, b in event_blocks(store):
         m = margins.block(a, b)
         evict_n += m.count(m.present & ~m.keep)
         want_n += m.count(~m.present & m.keep)
@@ -280,7 +287,7 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     rejected = TopK(store, over.tolist(), largest=False)
     topped = TopK(store, left.tolist(), largest=True)
     if rejected.total or topped.total:
-        for a, b in blocks(store.num_entries):
+        for a, b in event_blocks(store):
             m = margins.block(a, b)
             if rejected.total:
                 rejected.add(m, ~m.present & m.keep)
@@ -293,7 +300,7 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     # request is granted in the end: the counts above say the slots exist).
     evicted = allocated = 0
     waiting = []
-    for a, b in blocks(store.num_entries):
+    for a, b in event_blocks(store):
         m = margins.block(a, b)
         go = m.flat(m.present & ~m.keep & ~m.member(topped_flat))
         store.evict(go)
@@ -306,7 +313,10 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
         if not bool(granted.all()):
             waiting.append(take[~granted])
     if waiting:
-        allocated += int(store.allocate(torch.cat(waiting), policy.regrow_init, seed).sum())
+        allocated += _allocate(store, torch.cat(waiting), policy.regrow_init, seed)
+    del waiting
+    n_rejected, n_topped = rejected_flat.numel(), topped_flat.numel()
+    del rejected, topped, rejected_flat, topped_flat
     metrics: dict[str, float] = {}
     if not store.every_row_has_entry:
         metrics.update(_drop_entries(store, utility, policy, margins, seed))
@@ -315,8 +325,8 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     metrics.update({
         "prune/evicted": float(evicted),
         "prune/allocated": float(allocated),
-        "prune/wanted_not_allocated": float(rejected_flat.numel()),
-        "prune/topped_up": float(topped_flat.numel()),
+        "prune/wanted_not_allocated": float(n_rejected),
+        "prune/topped_up": float(n_topped),
         "prune/kept_chunks": float(kept.sum()),
         "prune/capacity": float(store.capacity),
         "prune/free_slots": float(sum(store.free_counts())),
@@ -356,7 +366,7 @@ def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     over = (h.live_per_table - target).clamp_min(0)
     dropped = int(over.sum())
     freed = 0
-    hashed_blocks = [(max(a, D), b) for a, b in blocks(store.num_entries) if b > D]
+    hashed_blocks = [(max(a, D), b) for a, b in event_blocks(store) if b > D]
     if dropped:
         worst = TopK(store, over.tolist(), largest=False, per_entry=True)
         for a, b in hashed_blocks:
@@ -369,10 +379,10 @@ def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
         utility.move(old, new, D)
         if freed:
             fill = TopK(store, store.free_top.tolist(), largest=True)
-            for a, b in blocks(store.num_entries):
+            for a, b in event_blocks(store):
                 m = margins.block(a, b)
                 fill.add(m, ~m.present & m.positive)
-            store.allocate(fill.result(), policy.regrow_init, seed)
+            _allocate(store, fill.result(), policy.regrow_init, seed)
     bar = torch.full((cap.numel(),), math.inf, device=store.addr.device)
     for a, b in hashed_blocks:
         rows, tables = store.entry_range(a, b)
@@ -384,6 +394,14 @@ def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     return {"prune/entries_dropped": float(dropped), "prune/live_entries": float(store.live),
             "prune/max_probe": float(store.max_probe),
             "prune/evicted_with_entries": float(freed)}
+
+
+def _allocate(store: ChunkStore, flat: torch.Tensor, init: str, seed: int) -> int:
+    """``store.allocate`` a block of chunks at a time (its temporaries are ~50 bytes a
+    chunk); every chunk here has a slot waiting, so the split changes nothing. Returns the
+    count granted."""
+    return sum(int(store.allocate(flat[a:b], init, seed).sum())
+               for a, b in blocks(flat.numel()))
 
 
 def _finite(x: float) -> float:

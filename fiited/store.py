@@ -265,8 +265,10 @@ class ChunkStore(nn.Module):
         re-inserted into a fresh table and their addresses move with them. Returns (old
         entries, their new entries) so callers can move their own rows."""
         D = self.index.D
-        chunks = (self.addr[gone] >= 0).nonzero()
-        self.evict(gone[chunks[:, 0]] * self.num_chunks + chunks[:, 1])
+        for a, b in blocks(gone.numel()):                  # bounded temporaries
+            part = gone[a:b]
+            chunks = (self.addr[part] >= 0).nonzero()
+            self.evict(part[chunks[:, 0]] * self.num_chunks + chunks[:, 1])
         keep = self.index.hashed.keys >= 0
         keep[gone - D] = False
         old, new = self.index.hashed.rebuild(keep, self.table_of_rows)

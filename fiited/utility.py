@@ -25,13 +25,30 @@ UTILITIES = ("freq", "grad", "freq_grad")
 DECAY_MODES = ("step", "event")
 
 
-def move_rows(table: torch.Tensor, old: torch.Tensor, new: torch.Tensor, fill) -> None:
-    """In place: row new[i] of ``table`` gets old row old[i], every other row ``fill``; one
-    column at a time, so the temporary is one column, not a copy of the table."""
+def move_rows(table: torch.Tensor, old: torch.Tensor, new: torch.Tensor, fill,
+              offset: int = 0, block: int = 1 << 16) -> None:
+    """In place: row new[i] - offset of ``table`` gets row old[i] - offset, every other row
+    ``fill``. Only the rows that change place are copied (one column of them at a time) and
+    the int32 indices are widened a block at a time: after a hash table rebuild most rows
+    stay put, so the temporary is far smaller than a column of the table."""
+    n = table.shape[0]
+    empty = torch.ones(n, dtype=torch.bool, device=table.device)
+    moved = []
+    for a in range(0, old.numel(), block):
+        o, w = old[a:a + block], new[a:a + block]
+        empty[w.long() - offset] = False
+        moved.append((o != w).nonzero().squeeze(1).add_(a).to(old.dtype))
+    sel = torch.cat(moved) if moved else old[:0]
+    del moved
+    src, dst = old.index_select(0, sel) - offset, new.index_select(0, sel) - offset
+    del sel
     for k in range(table.shape[1]):
-        col = torch.full((table.shape[0],), fill, dtype=table.dtype, device=table.device)
-        col[new] = table[old, k]
-        table[:, k] = col
+        col = table[:, k]
+        vals = col.index_select(0, src)                   # read every source before writing
+        col.masked_fill_(empty, fill)
+        for a in range(0, dst.numel(), block):
+            col.index_copy_(0, dst[a:a + block].long(), vals[a:a + block])
+        del vals
 
 
 class ChunkUtility(nn.Module):
@@ -111,7 +128,7 @@ class ChunkUtility(nn.Module):
         """Entries ``old`` now live at ``new`` (a hash table from entry ``start`` on was
         rebuilt); its other entries are gone."""
         lo = int(start)
-        move_rows(self.util[lo:], old - lo, new - lo, 0.0)
+        move_rows(self.util[lo:], old, new, 0.0, offset=lo)
 
     def get_extra_state(self) -> dict:
         return {"t": self.t, "t0": self.t0, "renormalisations": self.renormalisations}
