@@ -5,14 +5,13 @@ An *entry* holds a row's K chunk addresses (``ChunkStore.addr``) and utilities. 
 - ``direct``: one entry per virtual row, in table order (entry = base of the table + id).
   Metadata scales with the vocabulary; no lookup cost, every id always has an entry.
 - ``hashed``: entries only for live rows, in one open-addressing table (keys = global rows,
-  -1 = empty; linear probing from a multiplicative hash), with an entry budget per table
-  (``live_cap``), so that in a shared pool no table takes the others' entries. Metadata scales
-  with the budget. Deletions happen only in ``rebuild`` (re-insert the survivors), so probe
-  chains never break. Admission to a full table is frequency-gated: a per-table count-min
-  sketch (2 rows, in the ledger) counts every training access of a hashed table's ids, and an
-  absent id gets an entry only when its estimated count beats the weakest live entry's of its
-  table (``bar``, set at each event, when the sketch is also halved), not first come first
-  served.
+  -1 = empty; linear probing from a multiplicative hash), an entry budget per table
+  (``live_cap``: in a shared pool no table takes the others' entries). Metadata scales with
+  the budget. Only ``rebuild`` deletes (re-inserting the survivors): probe chains never break.
+  Admission to a full table is frequency-gated: a per-table count-min sketch (2 rows, in the
+  ledger; counted natively) counts every training access, and an absent id gets an entry only
+  when its estimate beats the weakest live entry's of its table (``bar``, set at each event,
+  when the sketch is halved), not first come first served.
 - ``auto`` (a config choice): ``direct`` for a table of at most ``auto_rows`` rows
   (``AUTO_DIRECT_MAX_ROWS`` by default) whose direct entries cost no more bytes than its hashed
   ones would at this budget (``fiited.budget.StoreGeometry.kinds``: tables of a few rows, and
@@ -29,7 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fiited.kernels.cpu import hash_find
+from fiited.kernels.cpu import hash_find, sketch_count
 from fiited.keyed import keyed_hash
 from fiited.memory import tensor_bytes
 from fiited.slots import ranks_within_groups
@@ -346,8 +345,9 @@ class TableIndex(nn.Module):
         found = h.find(rows)
         if not insert:
             return found
-        h.count(tables, rows - self.table_starts.index_select(0, tables),
-                self.table_key.index_select(0, tables))
+        if not sketch_count(h.sketch, rows, tables, self.table_starts, h.sketch_width,
+                            h.sketch_base, self.table_key):    # one native pass, else torch
+            h.count(tables, rows - self.table_starts[tables], self.table_key[tables])
         absent = found < 0
         if h.live >= h.max_live or not bool(absent.any()):
             return found

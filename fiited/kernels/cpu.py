@@ -227,3 +227,23 @@ def hash_find(keys: torch.Tensor, rows: torch.Tensor, mult: int, max_probe: int
         keys.data_ptr(), int(keys.dtype == torch.int64), keys.numel(), rows.data_ptr(),
         rows.numel(), int(mult), int(max_probe), out.data_ptr(), torch.get_num_threads())
     return out
+
+
+def sketch_count(sketch: torch.Tensor, rows: torch.Tensor, tables: torch.Tensor,
+                 starts: torch.Tensor, widths: torch.Tensor, bases: torch.Tensor,
+                 tkeys: torch.Tensor) -> bool:
+    """The count-min sketch's increments of ``rows`` (``HashedIndex.count``) in one native
+    pass; False when the native core cannot take these tensors (the caller uses torch ops)."""
+    small = (starts, widths, bases, tkeys)
+    if not (sketch.device.type == "cpu" and sketch.dtype == torch.float32
+            and sketch.is_contiguous() and sketch.dim() == 2 and rows.dtype == torch.int64
+            and tables.dtype == torch.int64 and rows.device.type == "cpu"
+            and all(t.dtype == torch.int64 and t.device.type == "cpu" for t in small)
+            and cpu_native.library() is not None):
+        return False
+    rows, tables = rows.contiguous(), tables.contiguous()
+    small = tuple(t.contiguous() for t in small)
+    cpu_native.library().fiited_sketch_count(
+        sketch.data_ptr(), sketch.shape[0], sketch.shape[1], rows.data_ptr(), tables.data_ptr(),
+        rows.numel(), *(t.data_ptr() for t in small))
+    return True

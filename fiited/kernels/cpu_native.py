@@ -24,6 +24,7 @@ Fused FIITED step (``fiited_fused_gather``, ``fiited_fused_update``, in
 ``cpu_native_fused.cpp``, driven by ``fused.py``): gather and update take the batch's entries
 and read the K chunk addresses from the entry table themselves; the update sorts N entries, not
 N*K slots, and credits the utility in the same pass (no [N, K] address tensor, no index_put).
+The hashed index's count-min sketch update (``fiited_sketch_count``) is one pass there too.
 
 Hash probe (``fiited_hash_find``): the hashed index's linear-probing lookup for every occurrence
 of a batch in one pass, so the store needs ``unique`` only for rows that have no entry yet.
@@ -107,6 +108,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fiited_row_update.restype = i64
     lib.fiited_hash_find.argtypes = [p, i32, i64, p, i64, i64, i64, p, i32]
     lib.fiited_hash_find.restype = None
+    lib.fiited_sketch_count.argtypes = [p, i64, i64, p, p, i64, p, p, p, p]
+    lib.fiited_sketch_count.restype = None
     lib.fiited_fused_gather.argtypes = [p, i64, i64, p, i64, i64, p, i64, p, i32]
     lib.fiited_fused_gather.restype = i64
     lib.fiited_fused_update.argtypes = [p, i64, p, p, i64, i64, p, i64, p, i32, i32, f32, f32,

@@ -141,9 +141,43 @@ int64_t entry_update_impl(float* pool, int64_t C_, float* state, const int32_t* 
   return -1;
 }
 
+// keyed.py's keyed_hash (murmur3 fmix32 rounds on the low 32 bits), bit for bit.
+inline uint64_t mix32(uint64_t x) {
+  const uint64_t M = 0xFFFFFFFFull;
+  x ^= x >> 16;
+  x = (x * 0x85EBCA6Bull) & M;
+  x ^= x >> 13;
+  x = (x * 0xC2B2AE35ull) & M;
+  return x ^ (x >> 16);
+}
+
+inline uint64_t keyed_hash(uint64_t seed, uint64_t table_key, uint64_t id) {
+  const uint64_t M = 0xFFFFFFFFull;
+  uint64_t h = mix32((table_key * 0x9E3779B1ull + (seed & M)) & M);
+  h = mix32(h ^ (id & M));
+  return mix32(h ^ ((id >> 32) & M) ^ 0x27D4EB2Full);
+}
+
 }  // namespace
 
 extern "C" {
+
+// The hashed index's count-min sketch, one access per occurrence: for sketch row d,
+// sketch[d, base[t] + keyed_hash(d + 1, tkey[t], id) % width[t]] += 1, t = tables[i],
+// id = rows[i] - start[t]; tables of width 0 are not counted. One thread: the increments are
+// all 1, so their order does not matter, and no cell is written by two threads.
+void fiited_sketch_count(float* sketch, int64_t D, int64_t S, const int64_t* rows,
+                         const int64_t* tables, int64_t N, const int64_t* start,
+                         const int64_t* width, const int64_t* base, const int64_t* tkey) {
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t t = tables[i], w = width[t];
+    if (w <= 0) continue;
+    const uint64_t id = uint64_t(rows[i] - start[t]);
+    for (int64_t d = 0; d < D; ++d)
+      sketch[d * S + base[t] + int64_t(keyed_hash(uint64_t(d + 1), uint64_t(tkey[t]), id)
+                                       % uint64_t(w))] += 1.0f;
+  }
+}
 
 int64_t fiited_fused_gather(const float* pool, int64_t P, int64_t C, const int32_t* addr,
                             int64_t E, int64_t K, const int64_t* entries, int64_t N, float* out,
