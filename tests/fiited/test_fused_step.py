@@ -138,3 +138,24 @@ def test_fused_lookup_reads_zeros_for_misses_and_checks_entries():
     # Each occurrence with an entry credits 2.0 to its cells, present or not; misses none.
     assert torch.equal(util, torch.tensor([[2.0, 2.0], [4.0, 4.0], [0.0, 0.0]]))
     assert float(pool[5, 0]) == pytest.approx(9.8) and float(pool[1, 0]) == 2.0
+
+
+@pytest.mark.parametrize("optim,k", [("adagrad-row", 2), ("adagrad-chunk", 4), ("sgd", 2)])
+def test_fused_on_two_threads_equals_unfused_on_one(optim, k, calls):
+    """Batches big enough that the native passes split over threads (each owns whole
+    entries): still the unfused single-thread numbers."""
+    data = batches(4, batch=8192, seed=2)
+    ref, new = (build(OPTIMS[optim], num_chunks=k) for _ in range(2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = run(ref, data, False, calls)
+        torch.set_num_threads(2)
+        got = run(new, data, True, calls)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls["n"] == len(data) + 1
+    assert_same(want, got)
+    for name, buf in ref.state_dict().items():
+        if isinstance(buf, torch.Tensor):
+            assert torch.equal(buf, new.state_dict()[name]), name
