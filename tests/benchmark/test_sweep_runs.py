@@ -86,7 +86,8 @@ def test_params_are_what_one_compares_and_the_whole_config_is_an_artifact(smoke_
     client, _, runs = smoke_store.runs("grid")
     setup = {"seed", "scale", "data.name", "model.name", "model.dim", "train.batch_size",
              "train.epochs", "train.max_steps", "train.dense_optimizer", "train.dense_lr",
-             "train.sparse_optimizer.name", "train.sparse_optimizer.lr", "train.embedding_l2",
+             "train.sparse_optimizer.name", "train.sparse_optimizer.lr",
+             "train.sparse_optimizer.accumulator", "train.embedding_l2",
              "data.path"}    # data.path: the command line set it
     knobs = {"method.name", "method.budget"}
     fiited = knobs | {"method.num_chunks", "method.utility", "method.gamma", "method.sample_frac",
