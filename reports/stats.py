@@ -121,10 +121,19 @@ def delta_to_uniform(runs: pd.DataFrame, metric: str, variant_cols: Sequence[str
     return _order(out, keys)
 
 
+MEMORY_METRIC = "mem/total_bytes"
+MEMORY_TOLERANCE = 0.05
+
+
 def best_reference(runs: pd.DataFrame, metric: str, candidates: Sequence[str] | None = None,
-                   exclude_method: str | None = None) -> pd.DataFrame:
+                   exclude_method: str | None = None,
+                   max_memory: pd.Series | None = None) -> pd.DataFrame:
     """Per dataset x budget: the variant with the lowest seed-mean ``metric`` among the
-    ``candidates`` methods (default: all), leaving out ``exclude_method``; its runs."""
+    ``candidates`` methods (default: all), leaving out ``exclude_method``; its runs.
+
+    ``max_memory`` (per dataset x budget): only variants whose seed-mean total memory is at
+    most that are eligible, so a method held above its nominal budget (uniform at its one-dim
+    floor, mixed-dim with its projections) is not taken as "equal memory"."""
     pool = runs
     if candidates is not None:
         pool = pool[pool["method"].isin(candidates)]
@@ -132,6 +141,14 @@ def best_reference(runs: pd.DataFrame, metric: str, candidates: Sequence[str] | 
         pool = pool[pool["method"] != exclude_method]
     if pool.empty:
         return pool.assign(reference=pd.Series(dtype=str))
+    if max_memory is not None and MEMORY_METRIC in pool:
+        mem = pool.groupby(["dataset", "budget", "variant"], sort=False)[MEMORY_METRIC].mean()
+        cap = max_memory.reindex(mem.index.droplevel("variant")).to_numpy()
+        fits = mem[~(mem.to_numpy() > cap)].index         # no cap known: eligible
+        pool = pool.set_index(["dataset", "budget", "variant"]).loc[
+            lambda f: f.index.isin(fits)].reset_index()
+        if pool.empty:
+            return pool.assign(reference=pd.Series(dtype=str))
     means = pool.groupby(["dataset", "budget", "variant"], sort=False)[metric].mean()
     best = means.reset_index().sort_values(metric, kind="stable").drop_duplicates(
         ["dataset", "budget"])[["dataset", "budget", "variant"]]
@@ -142,15 +159,24 @@ def best_reference(runs: pd.DataFrame, metric: str, candidates: Sequence[str] | 
 def delta_to_best(runs: pd.DataFrame, metric: str, methods: Sequence[str] | None = None,
                   candidates: Sequence[str] | None = None, variant_cols: Sequence[str] = (),
                   relative: bool = False) -> pd.DataFrame:
-    """At equal memory (the same budget): per dataset x variant x budget of ``methods``
-    (default: all), the paired delta to the best other method's variant among ``candidates``
-    (default: every other method), chosen by seed-mean ``metric``; ``reference`` names it."""
+    """At equal memory: per dataset x variant x budget of ``methods`` (default: all), the
+    paired delta to the best other method's variant among ``candidates`` (default: every other
+    method) at the same budget, chosen by seed-mean ``metric``; ``reference`` names it.
+
+    "Equal memory" is checked, not assumed from the nominal budget: a reference is eligible
+    only if its seed-mean ``mem/total_bytes`` (when the runs have it) is at most
+    (1 + ``MEMORY_TOLERANCE``) x the tested variant's. A cell without an eligible reference is
+    left out (nothing else fits in that memory)."""
     runs = with_variant(runs, variant_cols)
     keys = ["dataset", "variant", "method", "budget"]
     rows = []
     tested = runs if methods is None else runs[runs["method"].isin(methods)]
-    for method, own in tested.groupby("method", sort=False):   # a handful of methods
-        ref = best_reference(runs, metric, candidates, exclude_method=method)
+    for (method, variant), own in tested.groupby(["method", "variant"], sort=False):
+        cap = None
+        if MEMORY_METRIC in own:
+            cap = own.groupby(["dataset", "budget"])[MEMORY_METRIC].mean() * (
+                1 + MEMORY_TOLERANCE)
+        ref = best_reference(runs, metric, candidates, exclude_method=method, max_memory=cap)
         if ref.empty:
             continue
         names = ref.groupby(["dataset", "budget"])["reference"].first()

@@ -74,6 +74,25 @@ def test_delta_to_best_picks_the_best_other_method_per_budget():
     assert mixed["reference"] == "fiited" and mixed["mean"] == pytest.approx(0.016)
 
 
+def test_delta_to_best_only_takes_references_that_fit_in_the_same_memory():
+    """Uniform at its one-dim floor holds 8x FIITED's bytes at a 1/64 budget: not "equal memory",
+    so the best other is the method that really fits (within 5%), and with none the cell is out."""
+    r = runs(("A", "uniform", np.nan, 1 / 64, -0.050),
+             ("A", "adaembed", np.nan, 1 / 64, 0.010),
+             ("A", "fiited", 2, 1 / 64, GAINS + 0.020))
+    mem = {"uniform": 28_768.0, "adaembed": 3_724.0, "fiited": 3_664.0}
+    r["mem/total_bytes"] = r["method"].map(mem)
+    d = stats.delta_to_best(r, "test/ne", methods=["fiited"], variant_cols=["K"])
+    assert d.iloc[0]["reference"] == "adaembed"
+    assert d.iloc[0]["mean"] == pytest.approx(-0.011 + 0.020 - 0.010)
+    # without the memory column the nominal budget decides (older stores): uniform is taken
+    d = stats.delta_to_best(r.drop(columns="mem/total_bytes"), "test/ne", methods=["fiited"],
+                            variant_cols=["K"])
+    assert d.iloc[0]["reference"] == "uniform"
+    r.loc[r["method"] == "adaembed", "mem/total_bytes"] = 3_664.0 * 1.06   # 6% above: out
+    assert stats.delta_to_best(r, "test/ne", methods=["fiited"], variant_cols=["K"]).empty
+
+
 def test_verdict_rule():
     v = stats.verdict([-0.02, 0.001, -0.001, np.nan], [-0.01, 0.003, 0.002, np.nan])
     assert list(v) == ["holds", "fails", "undecided", "undecided"]
