@@ -245,5 +245,5 @@ def sketch_count(sketch: torch.Tensor, rows: torch.Tensor, tables: torch.Tensor,
     small = tuple(t.contiguous() for t in small)
     cpu_native.library().fiited_sketch_count(
         sketch.data_ptr(), sketch.shape[0], sketch.shape[1], rows.data_ptr(), tables.data_ptr(),
-        rows.numel(), *(t.data_ptr() for t in small))
+        rows.numel(), widths.numel(), *(t.data_ptr() for t in small))
     return True

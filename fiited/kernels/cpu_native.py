@@ -108,7 +108,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fiited_row_update.restype = i64
     lib.fiited_hash_find.argtypes = [p, i32, i64, p, i64, i64, i64, p, i32]
     lib.fiited_hash_find.restype = None
-    lib.fiited_sketch_count.argtypes = [p, i64, i64, p, p, i64, p, p, p, p]
+    lib.fiited_sketch_count.argtypes = [p, i64, i64, p, p, i64, i64, p, p, p, p]
     lib.fiited_sketch_count.restype = None
     lib.fiited_fused_gather.argtypes = [p, i64, i64, p, i64, i64, p, i64, p, i32]
     lib.fiited_fused_gather.restype = i64

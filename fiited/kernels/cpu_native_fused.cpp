@@ -151,11 +151,14 @@ inline uint64_t mix32(uint64_t x) {
   return x ^ (x >> 16);
 }
 
-inline uint64_t keyed_hash(uint64_t seed, uint64_t table_key, uint64_t id) {
-  const uint64_t M = 0xFFFFFFFFull;
-  uint64_t h = mix32((table_key * 0x9E3779B1ull + (seed & M)) & M);
-  h = mix32(h ^ (id & M));
-  return mix32(h ^ ((id >> 32) & M) ^ 0x27D4EB2Full);
+// keyed_hash(seed, table_key, id) = keyed_tail(keyed_head(seed, table_key), id).
+inline uint64_t keyed_head(uint64_t seed, uint64_t table_key) {
+  return mix32((table_key * 0x9E3779B1ull + (seed & 0xFFFFFFFFull)) & 0xFFFFFFFFull);
+}
+
+inline uint64_t keyed_tail(uint64_t head, uint64_t id) {
+  const uint64_t h = mix32(head ^ (id & 0xFFFFFFFFull));
+  return mix32(h ^ ((id >> 32) & 0xFFFFFFFFull) ^ 0x27D4EB2Full);
 }
 
 }  // namespace
@@ -167,15 +170,17 @@ extern "C" {
 // id = rows[i] - start[t]; tables of width 0 are not counted. One thread: the increments are
 // all 1, so their order does not matter, and no cell is written by two threads.
 void fiited_sketch_count(float* sketch, int64_t D, int64_t S, const int64_t* rows,
-                         const int64_t* tables, int64_t N, const int64_t* start,
+                         const int64_t* tables, int64_t N, int64_t F, const int64_t* start,
                          const int64_t* width, const int64_t* base, const int64_t* tkey) {
+  std::vector<uint64_t> head(F * D);  // the (seed, table) half of each hash, once per table
+  for (int64_t t = 0; t < F; ++t)
+    for (int64_t d = 0; d < D; ++d) head[t * D + d] = keyed_head(uint64_t(d + 1), tkey[t]);
   for (int64_t i = 0; i < N; ++i) {
     const int64_t t = tables[i], w = width[t];
     if (w <= 0) continue;
     const uint64_t id = uint64_t(rows[i] - start[t]);
     for (int64_t d = 0; d < D; ++d)
-      sketch[d * S + base[t] + int64_t(keyed_hash(uint64_t(d + 1), uint64_t(tkey[t]), id)
-                                       % uint64_t(w))] += 1.0f;
+      sketch[d * S + base[t] + int64_t(keyed_tail(head[t * D + d], id) % uint64_t(w))] += 1.0f;
   }
 }
 
