@@ -99,7 +99,7 @@ class TopK:
         self.k = [int(x) for x in k]
         self.largest, self.per_entry = largest, per_entry
         self.total = sum(self.k)
-        self.limit = self.total + max(self.total // 4, EVENT_BLOCK)
+        self.limit = self.total + max(self.total // 4, EVENT_BLOCK // 16)
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.size = 0
         # Per group, the k-th best priority so far (-inf until k were seen): a candidate below

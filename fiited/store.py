@@ -271,7 +271,8 @@ class ChunkStore(nn.Module):
             self.evict(part[chunks[:, 0]] * self.num_chunks + chunks[:, 1])
         keep = self.index.hashed.keys >= 0
         keep[gone - D] = False
-        old, new = self.index.hashed.rebuild(keep, self.table_of_rows)
+        old, new = self.index.hashed.rebuild(keep, self.table_of_rows,   # blocks as events'
+                                             min(EVENT_BLOCK, max(4096, self.num_entries // 128)))
         move_rows(self.addr[D:], old, new, -1)
         if self.row_state:  # the accumulators move with their entries
             move_rows(self.opt_state[D:].unsqueeze(1), old, new,
