@@ -8,9 +8,10 @@ entry walks them in occurrence order (deterministic: no float atomics), sums eac
 gradient, credits ``util[entry, k]`` per occurrence (norm * scale for freq_grad, scale for
 freq) and steps the present chunks: per slot (SGD, row-wise Adagrad per chunk) or with one
 accumulator per entry (``row_state``). Hot entries serialise in their program: this is the
-simple first version, tested only under ``TRITON_INTERPRET=1`` (no GPU was at hand), and not
-yet wired into ``Fiited.embed`` (which takes the fused path on CPU only). Sums run in a
-different order than on CPU, so results agree to float rounding, not bit for bit.
+simple first version, tested only under ``TRITON_INTERPRET=1`` (no GPU was at hand), so
+``Fiited.embed`` takes it only with ``FIITED_FUSED_CUDA=1`` (``fused.py``). Sums run in a
+different order than on CPU, so results agree to float rounding, not bit for bit. The hashed
+index's probe and sketch still run as torch ops on CUDA.
 """
 from __future__ import annotations
 

@@ -60,3 +60,47 @@ def test_triton_fused_step_matches_reference_under_interpreter():
     out = run_interpreted(["-c", CHECK])
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "CHECKED 8" in out.stdout
+
+
+WIRED = r'''
+import torch
+from fiited import SparseOptimConfig, TableSpec, build_method
+from fiited.kernels import fused
+
+fused._kernels_for = lambda pool: "triton"  # the CUDA branch, on CPU tensors (interpreter)
+tables = [TableSpec("a", 60), TableSpec("b", 200), TableSpec("c", 5)]
+checked = 0
+for k, accumulator in [(2, "row"), (4, "chunk")]:
+    opt = SparseOptimConfig(name="rowwise_adagrad", lr=0.1, accumulator=accumulator)
+    models = [build_method({"name": "fiited", "budget": 0.3, "budget_scope": "weights",
+                            "index": "hashed", "num_chunks": k,
+                            "schedule": {"warmup": [2], "interval": 3}}, tables, 8, opt, seed=1)
+              for _ in range(2)]
+    g = torch.Generator().manual_seed(k)
+    data = [(torch.stack([torch.randint(0, t.num_rows, (48,), generator=g) for t in tables], 1),
+             torch.randn(48, 3, 8, generator=g)) for _ in range(5)]
+    outs = []
+    for m, on in zip(models, (False, True)):
+        fused.set_enabled(on)
+        seen = []
+        for step, (ids, w) in enumerate(data, start=1):
+            out = m(ids)
+            (out * w).sum().backward()
+            m.on_step(step)
+            seen.append(out.detach())
+        outs.append(seen)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ref, new = (dict(m.state_dict()) for m in models)
+    for name in ("store.pool", "store.opt_state", "utility.util", "store.addr"):
+        torch.testing.assert_close(ref[name], new[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert models[1].events >= 1
+    checked += 1
+print("CHECKED", checked)
+'''
+
+
+def test_fused_path_through_the_triton_branch_matches_unfused_training():
+    out = run_interpreted(["-c", WIRED])
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "CHECKED 2" in out.stdout
