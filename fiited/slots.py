@@ -18,10 +18,15 @@ def ranks_within_groups(groups: torch.Tensor, num_groups: int) -> tuple[torch.Te
 
 def initial_stack(caps: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """Every slot free: group g's segment holds its slots in reverse, so pops hand out
-    ascending slots."""
-    slot = torch.arange(int(caps.sum()), dtype=torch.int64)
-    g_of_slot = torch.repeat_interleave(torch.arange(caps.numel()), caps)
-    return (2 * starts[g_of_slot] + caps[g_of_slot] - 1 - slot).to(torch.int32)
+    ascending slots. Written one group at a time straight into int32 (a whole-pool int64
+    arange and gathers would be ~5 int64 temporaries per slot, the largest part of a
+    method's construction peak)."""
+    stack = torch.empty(int(caps.sum()), dtype=torch.int32)
+    for start, cap in zip(starts.tolist(), caps.tolist()):
+        if cap:
+            torch.arange(start + cap - 1, start - 1, -1, dtype=torch.int32,
+                         out=stack[start:start + cap])
+    return stack
 
 
 def pop(stack: torch.Tensor, top: torch.Tensor, start: torch.Tensor,
