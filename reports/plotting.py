@@ -32,7 +32,7 @@ def label(frame: pd.DataFrame, cols: Sequence[str], defaults: dict | None = None
             elif c == "budget":
                 parts.append(f"budget={fraction(v)}")
             elif defaults.get((row.get("method"), c)) != v:
-                parts.append(f"{c.removeprefix('method.')}={_short(v)}")
+                parts.append(f"{c.rsplit('.', 1)[-1]}={_short(v)}")
         return " ".join(parts) or "all runs"
     if frame.empty:
         return pd.Series([], dtype=str, index=frame.index)
@@ -90,7 +90,7 @@ def one_legend(fig: Figure, axes, title: str | None = None) -> Figure:
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     if seen:
-        fig.legend(seen.values(), seen.keys(), loc="outside right upper", fontsize="x-small",
+        fig.legend(seen.values(), seen.keys(), loc="outside right center", fontsize="x-small",
                    title=title, title_fontsize="x-small")
     return fig
 
