@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -26,6 +27,7 @@ from torch import nn
 
 from benchmark.data.format import open_dataset
 from benchmark.data.loader import BatchLoader
+from benchmark.kernel_bench import OMP_VARS
 from benchmark.model import DLRM, ModelConfig
 from fiited import SparseOptimConfig, TableSpec, build_method
 from fiited.registry import make_config
@@ -117,6 +119,7 @@ def fit_warmup(have: int, steps: int, warmup: int, data: str, batch_size: int) -
 
 def run(data: str, steps: int, batch_size: int, dim: int, lr: float, warmup: int,
         seed: int = 0, methods: list[str] = (), chunk: int = 10) -> dict:
+    load_before = os.getloadavg()
     ds = open_dataset(data)
     m = ds.manifest
     tables = [TableSpec(n, int(c)) for n, c in zip(m.feature_names, m.cardinalities)]
@@ -164,10 +167,28 @@ def run(data: str, steps: int, batch_size: int, dim: int, lr: float, warmup: int
                   "samples_per_s_with_events": batch_size * len(path.step_s) / total,
                   "step_ms_p50": 1e3 * statistics.median(path.step_s),
                   "event_seconds": path.event_s}
-    uniform = out["fiited_uniform"]["samples_per_s"]
-    out["ratio_ours_to_torch"] = uniform / out["torch_embeddingbag_sparse_adagrad"]["samples_per_s"]
-    out["ratio_to_uniform"] = {k: out[k]["samples_per_s"] / uniform for k in paths}
+    cores = os.cpu_count() or 1
+    out["machine"] = {"cores": cores, "load_before": list(load_before),
+                      "load_after": list(os.getloadavg()), "loaded": load_before[0] > cores,
+                      "omp": {v: os.environ.get(v, "unset") for v in OMP_VARS},
+                      "torch": torch.__version__}
+    uniform = out["fiited_uniform"]
+    out["ratio_ours_to_torch"] = (uniform["samples_per_s"]
+                                  / out["torch_embeddingbag_sparse_adagrad"]["samples_per_s"])
+    out["ratio_to_uniform"] = {k: out[k]["samples_per_s"] / uniform["samples_per_s"]
+                               for k in paths}
+    out["ratio_to_uniform_with_events"] = {
+        k: out[k]["samples_per_s_with_events"] / uniform["samples_per_s_with_events"]
+        for k in paths}
+    if out["machine"]["loaded"]:  # speed on a shared machine means nothing: no ratio
+        out["ratio_ours_to_torch"] = None
+        out["ratio_to_uniform"] = {k: None for k in paths}
+        out["ratio_to_uniform_with_events"] = {k: None for k in paths}
     return out
+
+
+def _x(ratio: float | None) -> str:
+    return "withheld" if ratio is None else f"{ratio:.2f}x"
 
 
 def main(argv=None) -> None:
@@ -197,11 +218,14 @@ def main(argv=None) -> None:
         ap.error(str(e))
     print(f"{'path':52s} {'samples/s':>10s} {'step ms p50':>12s} {'vs uniform':>10s} "
           f"{'events s':>9s}")
+    if out["machine"]["loaded"]:
+        print(f"warning: load average {out['machine']['load_before'][0]:.2f} exceeds the "
+              f"{out['machine']['cores']} cores: ratios withheld", file=sys.stderr)
     for k, ratio in out["ratio_to_uniform"].items():
         r = out[k]
-        print(f"{k:52s} {r['samples_per_s']:10,.0f} {r['step_ms_p50']:12.2f} {ratio:10.2f} "
-              f"{r['event_seconds']:9.3f}")
-    print(f"ratio ours/torch: {out['ratio_ours_to_torch']:.2f}x  "
+        print(f"{k:52s} {r['samples_per_s']:10,.0f} {r['step_ms_p50']:12.2f} "
+              f"{_x(ratio):>10s} {r['event_seconds']:9.3f}")
+    print(f"ratio ours/torch: {_x(out['ratio_ours_to_torch'])}  "
           f"(B={a.batch_size}, threads={out['threads']}, {out['steps']} timed steps; "
           f"samples/s from the median step; events are the pruning events' seconds in the "
           f"timed steps)")
