@@ -175,8 +175,9 @@ def adaptive_threshold(values: torch.Tensor, weights: torch.Tensor, capacity: in
         return -math.inf
     if values.numel() == 0:
         return math.inf
-    v, order = torch.sort(values.double().cpu(), descending=True, stable=True)
-    cw = torch.cumsum(weights.double().cpu()[order], 0)
+    # Sorted in the scores' own dtype (a float64 copy of S x K scores changes no order).
+    v, order = torch.sort(values.cpu(), descending=True, stable=True)
+    cw = torch.cumsum(weights.cpu()[order], 0, dtype=torch.float64)
     j = int(torch.searchsorted(cw, torch.tensor([float(capacity)], dtype=torch.float64),
                                right=True))
     tau = 0.0 if j >= v.numel() else float(v[j])
@@ -248,7 +249,7 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     if policy.pool == "shared" and policy.normalise != "none":
         for t in range(F):
             scales[t] = table_scale(sampled[stab == t], policy.normalise)
-    sampled = sampled / scales[stab].unsqueeze(1)
+    sampled.div_(scales[stab].unsqueeze(1))                # u[idx] is a copy: in place
 
     # Thresholds per group (and per position for manual), from the sample.
     caps = store.group_cap.tolist()
