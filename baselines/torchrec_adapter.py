@@ -12,6 +12,9 @@ KJT is feature-major (feature f's bags of all rows, then f+1); ``Jagged`` is row
 ``b*Fm + f``). ``kjt_to_jagged`` converts with one vectorised gather (no loop over rows or ids).
 The method's pooled gradient updates its own pools in backward (the fused sparse optimizer), so
 the dense optimizer never sees them, as for every method here; call ``on_step`` after each step.
+Tables may have different ``embedding_dim``s: ``fiited.grouped.GroupedEmbeddings`` builds one
+method per width (same config, so the budget applies to each width's tables) and the KeyedTensor's
+``length_per_key`` are the per-feature widths.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fiited.grouped import GroupedEmbeddings
 from fiited.interface import FeatureSpec, MethodConfig, TableSpec
 from fiited.jagged import Jagged
 from fiited.optim import SparseOptimConfig
-from fiited.registry import build_method
 
 _POOLING = {"SUM": "sum", "MEAN": "mean"}
 
@@ -107,11 +110,6 @@ class TorchRecEmbeddings(nn.Module):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"EmbeddingBagConfig: duplicate table name {dup[0]!r}")
-        dims = {t.embedding_dim for t in tables}
-        if len(dims) > 1:
-            raise ValueError(f"EmbeddingBagConfig: embedding_dim differs across tables "
-                             f"({ {t.name: t.embedding_dim for t in tables} }); every method "
-                             f"here uses one width D for all tables")
         for t in tables:
             if t.pooling.name not in _POOLING:
                 raise ValueError(f"EmbeddingBagConfig {t.name!r}: pooling={t.pooling.name} is "
@@ -122,21 +120,33 @@ class TorchRecEmbeddings(nn.Module):
         self._configs = tables
         self._is_weighted = bool(is_weighted)
         self._prepared = False
-        self.dim = dims.pop()
         triples = embedding_names(tables)
         self.keys = [k for k, _, _ in triples]
         self.kjt_features = [f for _, f, _ in triples]
         pooling = {t.name: _POOLING[t.pooling.name] for t in tables}
         features = [FeatureSpec(k, tab, pooling[tab]) for k, _, tab in triples]
-        self.method = build_method(method if method is not None else {"name": "uniform"},
-                                   [TableSpec(t.name, int(t.num_embeddings)) for t in tables],
-                                   self.dim, optim if optim is not None else SparseOptimConfig(),
-                                   seed=seed, features=features)
+        self.embeddings = GroupedEmbeddings(
+            method if method is not None else {"name": "uniform"},
+            [TableSpec(t.name, int(t.num_embeddings)) for t in tables],
+            {t.name: int(t.embedding_dim) for t in tables},
+            optim if optim is not None else SparseOptimConfig(), seed=seed, features=features)
+        self.widths = list(self.embeddings.feature_widths)       # per key, KeyedTensor order
+
+    @property
+    def method(self):
+        """The embedding method when every table has one width; with several widths there is
+        one method per width, in ``embeddings.groups`` (ascending width)."""
+        groups = self.embeddings.groups
+        if len(groups) > 1:
+            raise ValueError(f"tables have {len(groups)} widths "
+                             f"{self.embeddings.group_widths}: one method per width, see "
+                             f"TorchRecEmbeddings.embeddings.groups")
+        return groups[0]
 
     @property
     def needs_train_ids(self) -> bool:
         """True for methods that read the training split before training (freq_filter)."""
-        return bool(getattr(self.method, "needs_train_ids", False))
+        return self.embeddings.needs_train_ids
 
     def prepare(self, train: Any | Iterable[Any]) -> None:
         """Hand the training split (one KJT or an iterable of KJT batches) to a method that
@@ -150,8 +160,8 @@ class TorchRecEmbeddings(nn.Module):
             cols = kjt_to_jagged(kjt, self.kjt_features, self.keys, weighted=False)
             for k in self.keys:
                 per[k].append(cols.feature(k)[0].cpu())
-        self.method.prepare(np.zeros((0, 0), dtype=np.int64),
-                            bag_values=[(k, torch.cat(v).numpy()) for k, v in per.items()])
+        self.embeddings.prepare(np.zeros((0, 0), dtype=np.int64),
+                                bag_values=[(k, torch.cat(v).numpy()) for k, v in per.items()])
         self._prepared = True
 
     def embedding_bag_configs(self) -> list[Any]:
@@ -166,21 +176,23 @@ class TorchRecEmbeddings(nn.Module):
     def forward(self, features: Any) -> Any:
         kt_cls = _torchrec().KeyedTensor
         if self.needs_train_ids and not self._prepared:
-            raise ValueError(f"method {self.method.config.name!r} counts the training split "
+            raise ValueError(f"method {self.embeddings.config.name!r} counts the training split "
                              f"first: call TorchRecEmbeddings.prepare(train KJTs) before forward")
         bags = self.to_jagged(features)
         b = bags.batch_size
         ids = torch.empty(b, 0, dtype=torch.long, device=bags.values.device)
-        out = self.method(ids, bags=bags)                                   # [B, F, D]
-        return kt_cls(keys=list(self.keys), length_per_key=[self.dim] * len(self.keys),
-                      values=out.reshape(b, len(self.keys) * self.dim))
+        out = self.embeddings(ids, bags=bags)                      # [B, sum of widths]
+        return kt_cls(keys=list(self.keys), length_per_key=list(self.widths), values=out)
 
     # the method's lifecycle, for a training loop that owns this module
     def on_step(self, step: int) -> dict[str, float]:
-        return self.method.on_step(step)
+        return self.embeddings.on_step(step)
 
     def on_train_end(self) -> dict[str, float]:
-        return self.method.on_train_end()
+        return self.embeddings.on_train_end()
 
     def memory(self):
-        return self.method.memory()
+        return self.embeddings.memory()
+
+    def dims(self):
+        return self.embeddings.dims()

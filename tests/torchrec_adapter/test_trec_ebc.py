@@ -70,11 +70,7 @@ def test_one_sgd_step_equals_ebc(pooling, weighted):
         torch.testing.assert_close(ours(kjt2).values(), ebc(kjt2).values(), rtol=1e-5, atol=1e-6)
 
 
-def test_refuses_mixed_widths_and_unsupported_pooling():
-    tables = configs(dim=8)
-    tables[2].embedding_dim = 4
-    with pytest.raises(ValueError, match="embedding_dim differs"):
-        TorchRecEmbeddings(tables)
+def test_refuses_unsupported_pooling():
     tables = configs(dim=8)
     tables[0].pooling = PoolingType.NONE
     with pytest.raises(ValueError, match="'user_t': pooling=NONE"):
