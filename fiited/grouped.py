@@ -115,13 +115,14 @@ class GroupedEmbeddings(nn.Module):
             self._bag_names.append(tuple(f.name for f in m.bag_features))
             placed += [self.features.index(f) for f in m.features]
         self.groups = nn.ModuleList(groups)
+        self._indices: dict[tuple, torch.Tensor] = {}   # not buffers: the ledger counts those
         # Columns of the concatenation that give the features in output order.
         starts = np.cumsum([0] + [self.feature_widths[i] for i in placed])
         at = {fi: int(s) for fi, s in zip(placed, starts[:-1])}
         cols = np.concatenate([np.arange(at[i], at[i] + self.feature_widths[i])
                                for i in range(len(self.features))])
         self._identity = bool((cols == np.arange(cols.size)).all())
-        self.register_buffer("_cols", torch.from_numpy(cols).long(), persistent=False)
+        self._cols = cols.tolist()
 
     @property
     def config(self) -> MethodConfig:
@@ -144,11 +145,18 @@ class GroupedEmbeddings(nn.Module):
         outs = []
         for m, cols, bnames in zip(self.groups, self._onehot_cols, self._bag_names):
             g_ids = ids if len(cols) == ids.shape[1] else \
-                ids.index_select(1, torch.tensor(cols, dtype=torch.long, device=ids.device))
+                ids.index_select(1, self._index(cols, ids.device))
             g_bags = select_bags(bags, bnames) if (bags is not None and bnames) else None
             outs.append(m(g_ids, g_bags).reshape(b, -1))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
-        return out if self._identity else out.index_select(1, self._cols.to(out.device))
+        return out if self._identity else out.index_select(1, self._index(self._cols, out.device))
+
+    def _index(self, cols: list[int], device: torch.device) -> torch.Tensor:
+        """``cols`` as an int64 tensor on ``device``, made once (no host copy per step)."""
+        key = (tuple(cols), device)
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(cols, dtype=torch.long, device=device)
+        return self._indices[key]
 
     def split(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         """The output [B, sum of widths] as {feature name: [B, its width]}."""

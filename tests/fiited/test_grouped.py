@@ -160,3 +160,17 @@ def test_refusals_name_the_table():
         g(ids[:, :1], bags)
     with pytest.raises(ValueError, match="do not match the bag features"):
         g(ids, select_bags(bags, ["genres", "history"]))
+
+
+def test_one_hot_only_mixed_widths_equal_embeddings():
+    g = GroupedEmbeddings({"name": "uniform"}, TABLES, WIDTHS, SGD, seed=1)
+    ref = {t.name: nn.Embedding(t.num_rows, WIDTHS[t.name]) for t in TABLES}
+    for m in g.groups:
+        with torch.no_grad():
+            m.pool.copy_(torch.cat([ref[t.name].weight for t in m.tables]))
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.stack([torch.randint(0, t.num_rows, (7,), generator=gen) for t in TABLES], 1)
+    out = g(ids)
+    want = torch.cat([ref[t.name](ids[:, i]) for i, t in enumerate(TABLES)], 1)  # 8, 16, 8
+    assert out.shape == (7, 32)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
