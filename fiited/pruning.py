@@ -30,8 +30,8 @@ import torch
 
 from fiited.budget import split_entries
 from fiited.keyed import keyed_uniform, seed32
-from fiited.selection import Margins, TopK
-from fiited.store import EVENT_BLOCK, ChunkStore, blocks
+from fiited.selection import Margins, TopK, allocate_blocks, event_blocks
+from fiited.store import ChunkStore
 from fiited.utility import ChunkUtility
 
 THRESHOLDS = ("adaptive", "manual")
@@ -78,12 +78,6 @@ class PrunePolicy:
     min_sample_rows: int = 64
     max_sample_rows: int = 16384
     index_reserve: float = 0.1
-
-
-def event_blocks(store: ChunkStore):
-    """The entry blocks of an event's passes: 1/128 of the entries (4096 to EVENT_BLOCK), so
-    a block's temporaries (~150 bytes an entry) stay near 1% of the state it walks."""
-    return blocks(store.num_entries, min(EVENT_BLOCK, max(4096, store.num_entries // 128)))
 
 
 # ---- sampling -------------------------------------------------------------------------------
@@ -314,7 +308,7 @@ def run_event(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
         if not bool(granted.all()):
             waiting.append(take[~granted])
     if waiting:
-        allocated += _allocate(store, torch.cat(waiting), policy.regrow_init, seed)
+        allocated += allocate_blocks(store, torch.cat(waiting), policy.regrow_init, seed)
     del waiting
     n_rejected, n_topped = rejected_flat.numel(), topped_flat.numel()
     del rejected, topped, rejected_flat, topped_flat
@@ -383,7 +377,7 @@ def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
             for a, b in event_blocks(store):
                 m = margins.block(a, b)
                 fill.add(m, ~m.present & m.positive)
-            _allocate(store, fill.result(), policy.regrow_init, seed)
+            allocate_blocks(store, fill.result(), policy.regrow_init, seed)
     bar = torch.full((cap.numel(),), math.inf, device=store.addr.device)
     for a, b in hashed_blocks:
         rows, tables = store.entry_range(a, b)
@@ -395,14 +389,6 @@ def _drop_entries(store: ChunkStore, utility: ChunkUtility, policy: PrunePolicy,
     return {"prune/entries_dropped": float(dropped), "prune/live_entries": float(store.live),
             "prune/max_probe": float(store.max_probe),
             "prune/evicted_with_entries": float(freed)}
-
-
-def _allocate(store: ChunkStore, flat: torch.Tensor, init: str, seed: int) -> int:
-    """``store.allocate`` a block of chunks at a time (its temporaries are ~50 bytes a
-    chunk); every chunk here has a slot waiting, so the split changes nothing. Returns the
-    count granted."""
-    return sum(int(store.allocate(flat[a:b], init, seed).sum())
-               for a, b in blocks(flat.numel()))
 
 
 def _finite(x: float) -> float:

@@ -1,7 +1,7 @@
 """Block-wise pieces of a pruning event: per-block margins and exact top-k selection.
 
 An event never builds an array with one element per entry (let alone per virtual row): it
-walks the entries in blocks of ``store.EVENT_BLOCK`` and recomputes what it needs per block
+walks the entries in blocks (``event_blocks``) and recomputes what it needs per block
 (``Margins.block``). Exact rank selections (which wanted chunks a full group rejects, which
 remaining chunks the top-up takes, which entries a hashed index drops) keep only the current
 best candidates (``TopK``): memory O(k + block), work linear in the candidates.
@@ -14,7 +14,21 @@ from __future__ import annotations
 import torch
 
 from fiited.keyed import keyed_hash
-from fiited.store import EVENT_BLOCK, ChunkStore
+from fiited.store import EVENT_BLOCK, ChunkStore, blocks
+
+
+def event_blocks(store: ChunkStore):
+    """The entry blocks of an event's passes: 1/128 of the entries (4096 to EVENT_BLOCK), so
+    a block's temporaries (~150 bytes an entry) stay near 1% of the state it walks."""
+    return blocks(store.num_entries, min(EVENT_BLOCK, max(4096, store.num_entries // 128)))
+
+
+def allocate_blocks(store: ChunkStore, flat: torch.Tensor, init: str, seed: int) -> int:
+    """``store.allocate`` a block of chunks at a time (its temporaries are ~50 bytes a
+    chunk); every chunk here has a slot waiting, so the split changes nothing. Returns the
+    count granted."""
+    return sum(int(store.allocate(flat[a:b], init, seed).sum())
+               for a, b in blocks(flat.numel()))
 
 
 class Block:
