@@ -95,7 +95,7 @@ def kjt_to_jagged(kjt: Any, features: Sequence[str], names: Sequence[str] | None
 
 class TorchRecEmbeddings(nn.Module):
     """EBC's interface (``forward(kjt) -> KeyedTensor``, ``embedding_bag_configs()``,
-    ``is_weighted()``) over one embedding method; ``method`` is a method config (dict or
+    ``is_weighted()``) over one embedding method per width; ``method`` is a method config (dict or
     ``MethodConfig``) as for ``fiited.build_method``."""
 
     def __init__(self, tables: Sequence[Any], method: Mapping[str, Any] | MethodConfig | None = None,
