@@ -4,8 +4,8 @@ Dev-only (needs ``pip install selenium`` and a chromium + chromedriver, e.g. Deb
 ``apt-get install chromium chromium-driver``; neither is a dependency of the project).
 
     fiited-bench -m method=uniform,fiited method.budget=0.5,0.25 scale=smoke \\
-        tracking.uri=sqlite:////tmp/ui/mlflow.db
-    python scripts/ui_check.py --tracking-uri sqlite:////tmp/ui/mlflow.db --out /tmp/ui/shots
+        tracking.uri=sqlite:///ui_check/mlflow.db
+    python scripts/ui_check.py --tracking-uri sqlite:///ui_check/mlflow.db --out ui_check/shots
 
 Steps, each with a screenshot and a line of what it found: the experiments list on a first
 visit (is the assistant panel open?), the run list after choosing "Model training" and
@@ -16,6 +16,7 @@ compare view with "Show diff only" switched on.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -174,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default="fiited-bench")
     p.add_argument("--out", type=Path, required=True, help="screenshot directory")
     p.add_argument("--url", default=None, help="a running UI instead of starting one")
-    p.add_argument("--chromium", default="/usr/bin/chromium")
-    p.add_argument("--chromedriver", default="/usr/bin/chromedriver")
+    p.add_argument("--chromium", default=shutil.which("chromium") or "chromium",
+                   help="the browser binary (default: chromium on PATH)")
+    p.add_argument("--chromedriver", default=shutil.which("chromedriver") or "chromedriver",
+                   help="the driver binary (default: chromedriver on PATH)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.url:
