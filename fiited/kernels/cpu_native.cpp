@@ -168,6 +168,14 @@ void radix_sort(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int bits, 
   }
 }
 
+// Sort (key << 32 | occurrence) pairs by key, for keys below `bound`: only the key's bits.
+void sort_by_key(std::vector<uint64_t>& keyed, int64_t bound, int threads) {
+  int bits = 0;
+  while (bits < 32 && (int64_t(1) << bits) < bound) ++bits;
+  std::vector<uint64_t> tmp;
+  radix_sort(keyed, tmp, bits, threads);
+}
+
 // The present (row, occurrence) pairs in occurrence order; -1, or the first out-of-range index.
 template <typename R>
 int64_t collect(const R* rows, int64_t M, int64_t P, int threads, std::vector<uint64_t>& out) {
@@ -222,10 +230,7 @@ int64_t update_impl(float* pool, int64_t P, int64_t C_, float* state, const R* r
   std::vector<uint64_t> keyed;
   int64_t bad = collect(rows, M, P, threads, keyed);
   if (bad >= 0) return bad;
-  int bits = 0;
-  while (bits < 32 && (int64_t(1) << bits) < P) ++bits;
-  std::vector<uint64_t> tmp;
-  radix_sort(keyed, tmp, bits, threads);
+  sort_by_key(keyed, P, threads);
   const int64_t Mp = (int64_t)keyed.size();  // present occurrences
   const uint64_t* s = keyed.data();
   const float nlr = -lr;

@@ -73,10 +73,7 @@ int64_t entry_update_impl(float* pool, int64_t C_, float* state, const int32_t* 
   if (N >= (int64_t(1) << 32) || E > (int64_t(1) << 32)) return -2;
   std::vector<uint64_t> keyed;
   collect(entries, N, E, threads, keyed);
-  int bits = 0;
-  while (bits < 32 && (int64_t(1) << bits) < E) ++bits;
-  std::vector<uint64_t> tmp;
-  radix_sort(keyed, tmp, bits, threads);
+  sort_by_key(keyed, E, threads);
   const int64_t Np = (int64_t)keyed.size();
   const uint64_t* s = keyed.data();
   const float nlr = -lr;

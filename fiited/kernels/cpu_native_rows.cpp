@@ -29,10 +29,7 @@ int64_t row_update_impl(float* pool, int64_t P, int64_t C_, float* state, int64_
   if (bad.load() != INT64_MAX) return bad.load();
   std::vector<uint64_t> keyed;
   collect(srows, N, S, threads, keyed);
-  int bits = 0;
-  while (bits < 32 && (int64_t(1) << bits) < S) ++bits;
-  std::vector<uint64_t> tmp;
-  radix_sort(keyed, tmp, bits, threads);
+  sort_by_key(keyed, S, threads);
   const int64_t Np = (int64_t)keyed.size();
   const uint64_t* s = keyed.data();
   int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(W, 1));
